@@ -1,0 +1,303 @@
+"""Typed run configurations: dataclasses filled from YAML recipes and ``key=value`` overrides.
+
+One config system for every domain (detectron2 has two; we keep one). A domain declares its
+schema as (nested) dataclasses with type hints and defaults; a *recipe* is a YAML file with
+the same keys, shipped in the package (``equipoise/<domain>/recipes/*.yaml``) or a user's own
+path; command-line overrides are ``key=value`` strings with dotted keys for nested sections
+(``optimizer.lr=0.05``), their values read as YAML (``1e-3``, ``true``, ``[160, 180]``, ``null``).
+
+:func:`load_config` merges recipe and overrides and validates the result against the schema
+*before* any work starts: an unknown key names the allowed keys, a wrongly typed value names
+the key, the expected type and the value, and a ``Literal`` field names its allowed values.
+Cross-field checks live in each dataclass's ``__post_init__``.
+
+A recipe may start from another with ``base: other.yaml`` (a path relative to the recipe, or
+a shipped recipe's name); its keys are merged over the base's, section by section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "load_recipe",
+    "merge",
+    "parse_overrides",
+]
+
+T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading ``1e-3`` as a float, as YAML 1.2 does (PyYAML follows 1.1: a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema (a ``ValueError``)."""
+
+
+def _override_items(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """Each ``key=value`` as (the dotted key's parts, the value read as YAML)."""
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides must be a sequence of 'key=value' strings, got the string {overrides!r}")
+    items = []
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (for example optimizer.lr=0.05)")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = _load_yaml(text) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({error})") from None
+        items.append((key.split("."), value))
+    return items
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[: depth + 1])!r} is a value, not a section")
+        else:
+            child = node[part] = dict(child)
+        node = child
+    node[path[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["optimizer.lr=0.05", "epochs=30"]`` -> ``{"optimizer": {"lr": 0.05}, "epochs": 30}``.
+
+    Values are parsed as YAML scalars or flow collections; a later override of the same key wins.
+    """
+    return apply_overrides({}, overrides)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``data`` with each ``key=value`` set at its dotted key (a copy; ``data`` is left as it is).
+
+    A value *replaces* what the key held, mappings included: ``loss.options={gamma: 2}`` leaves
+    no other option behind (a recipe's ``base:``, by contrast, merges section by section).
+    """
+    result = dict(data)
+    for path, value in _override_items(overrides):
+        _set_path(result, path, value)
+    return result
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive merge: mappings merge key by key, anything else in ``update`` replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_recipe(recipe: str | Path, recipes_dir: str | Path | None = None, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe into a plain dict, resolving ``base:`` chains.
+
+    ``recipe`` is a path to a YAML file, or the name of a file in ``recipes_dir`` (with or
+    without ``.yaml``). Missing files raise ``FileNotFoundError`` listing the shipped recipes.
+    """
+    path = _find_recipe(recipe, recipes_dir)
+    if path in _seen:
+        chain = " -> ".join(str(p.name) for p in (*_seen, path))
+        raise ConfigError(f"recipe base chain loops: {chain}")
+    try:
+        data = _load_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"recipe {path} is not valid YAML: {error}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"recipe {path}: base must be a recipe name or path, got {base!r}")
+    local = path.parent / base
+    base_data = load_recipe(local if local.is_file() else base, recipes_dir, (*_seen, path))
+    return merge(base_data, data)
+
+
+def _find_recipe(recipe: str | Path, recipes_dir: str | Path | None) -> Path:
+    if not isinstance(recipe, (str, Path)):
+        raise TypeError(f"recipe must be a path or a recipe name, got {type(recipe).__name__}")
+    path = Path(recipe).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if recipes_dir is not None and not path.is_absolute():
+        for candidate in (Path(recipes_dir) / path, Path(recipes_dir) / f"{path}.yaml"):
+            if candidate.is_file():
+                return candidate.resolve()
+    shipped = sorted(p.stem for p in Path(recipes_dir).glob("*.yaml")) if recipes_dir is not None else []
+    hint = f"; shipped recipes: {', '.join(shipped)}" if shipped else ""
+    raise FileNotFoundError(f"recipe {str(recipe)!r} is neither a file nor a shipped recipe name{hint}")
+
+
+def load_config(
+    schema: type[T],
+    recipe: str | Path | Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    recipes_dir: str | Path | None = None,
+) -> T:
+    """The ``schema`` dataclass filled from ``recipe`` (file, shipped name or dict) and ``overrides``."""
+    if recipe is None:
+        data: dict[str, Any] = {}
+    elif isinstance(recipe, Mapping):
+        data = dict(recipe)
+    else:
+        data = load_recipe(recipe, recipes_dir)
+    return config_from_dict(schema, apply_overrides(data, overrides))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain dict (YAML/JSON-safe, ``torch.load(weights_only=True)``-safe) of a config dataclass."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(schema: type[T], data: Mapping[str, Any], _prefix: str = "") -> T:
+    """Build ``schema`` from ``data``, checking keys and types recursively (see the module docstring)."""
+    if not (dataclasses.is_dataclass(schema) and isinstance(schema, type)):
+        raise TypeError(f"schema must be a dataclass type, got {schema!r}")
+    if not isinstance(data, Mapping):
+        where = f"section {_prefix.rstrip('.')!r}" if _prefix else "the config"
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {data!r}")
+    fields = {field.name: field for field in dataclasses.fields(schema) if field.init}
+    derived = {field.name for field in dataclasses.fields(schema) if not field.init}
+    data = {key: value for key, value in data.items() if key not in derived}  # recomputed, as config_to_dict wrote them
+    hints = typing.get_type_hints(schema)
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown key {_prefix + str(key)!r}{hint}; allowed keys: {', '.join(fields)}")
+    values = {key: _convert(hints[key], value, f"{_prefix}{key}") for key, value in data.items()}
+    try:
+        return schema(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        where = f" in section {_prefix.rstrip('.')!r}" if _prefix else ""
+        raise ConfigError(f"{error}{where}") from None
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin is not None:
+        return str(hint).replace("typing.", "")
+    return getattr(hint, "__name__", str(hint))
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        arguments = typing.get_args(hint)
+        if value is None and type(None) in arguments:
+            return None
+        sections = [argument for argument in arguments if dataclasses.is_dataclass(argument)]
+        if isinstance(value, Mapping) and len(sections) == 1:
+            return _convert(sections[0], value, key)
+        for argument in arguments:
+            if argument is type(None):
+                continue
+            try:
+                return _convert(argument, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            raise ConfigError(f"{key} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if value is None:
+            raise ConfigError(f"{key} must be a section of keys ({_describe(hint)}), got null")
+        return config_from_dict(hint, value, f"{key}.")
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list ({_describe(hint)}), got {value!r}")
+        arguments = typing.get_args(hint)
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            if len(arguments) != len(value):
+                raise ConfigError(f"{key} must be a list of {len(arguments)} items ({_describe(hint)}), got {value!r}")
+            items = [_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(arguments, value, strict=True))]
+        else:
+            item_hint = arguments[0] if arguments else Any
+            items = [_convert(item_hint, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping ({_describe(hint)}), got {value!r}")
+        key_hint, value_hint = typing.get_args(hint) or (Any, Any)
+        return {_convert(key_hint, k, f"{key} key"): _convert(value_hint, v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"config schema type {hint!r} of {key} is not supported")
