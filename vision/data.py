@@ -118,6 +118,7 @@ __all__ = [
     "cifar10_lt",
     "cifar10_metabalance",
     "data_root",
+    "dataset_from_config",
     "describe",
     "extract_once",
     "imagenet_lt",
@@ -955,6 +956,29 @@ def build_dataset(
         transform=transform,
         download=download,
         **options,
+    )
+
+
+def dataset_from_config(data: Any, split: str = "train", augment: bool | None = None) -> LongTailedDataset:
+    """The ``split`` of the dataset a ``DataConfig`` (``equipoise.vision.config``) describes.
+
+    ``augment`` (default: ``split == "train"``) picks the training transform of
+    ``data.augment`` (``equipoise.vision.transforms.build_transform``) or the evaluation one.
+    """
+    from equipoise.vision.transforms import build_transform
+
+    if augment is None:
+        augment = split == "train"
+    return build_dataset(
+        data.dataset,
+        root=data.root,
+        split=split,
+        imbalance_ratio=data.imbalance_ratio,
+        profile=data.profile,
+        seed=data.seed,
+        transform=build_transform(data.augment, train=augment, image_size=data.image_size),
+        download=data.download,
+        **data.options,
     )
 
 
