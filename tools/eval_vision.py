@@ -1,6 +1,6 @@
 """Evaluate a long-tailed vision checkpoint on its test split (equipoise.vision.evaluate).
 
-    .venv/bin/python tools/eval_vision.py --checkpoint results/vision/run/last.pt \\
+    .venv/bin/python tools/eval_vision.py --checkpoint results/vision/run/checkpoint.pt \\
         [--calibrate logit_adjustment temperature] [--dataset NAME] [--device auto] [--output DIR]
 
 Prints the metrics table (markdown) and writes report.md, metrics.json and the plots (per-class

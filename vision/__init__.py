@@ -4,10 +4,15 @@ Datasets (``equipoise.vision.data``): CIFAR-10/100-LT, MNIST-LT, ImageNet-LT, iN
 Places-LT and the MetaBalance CIFAR-10 settings, built by name with ``build_dataset``; test
 splits stay balanced. Models (``equipoise.vision.models``): the CIFAR ResNets of the LDAM paper
 registered with timm (``timm.create_model("resnet32_cifar")``), and any timm model with a
-linear or cosine (``NormedLinear``) head. Importing this package imports timm; importing
-``equipoise.core`` does not.
+linear or cosine (``NormedLinear``) head. Training, ``equipoise.vision.train.train`` (not
+re-exported, so that ``equipoise.vision.train`` stays the module), runs a recipe
+(``equipoise.vision.config``, YAML files in ``recipes/``); ``equipoise.vision.decouple``
+re-balances the classifier of a trained checkpoint; ``equipoise.vision.evaluate`` (imported on
+its own: it loads torchmetrics) writes the report. Importing this package imports timm;
+importing ``equipoise.core`` does not.
 """
 
+from equipoise.vision.config import TrainConfig, available_recipes, load_train_config
 from equipoise.vision.data import (
     DATASETS,
     LongTailedDataset,
@@ -39,6 +44,8 @@ __all__ = [
     "CifarResNet",
     "LongTailedDataset",
     "SplitFileDataset",
+    "TrainConfig",
+    "available_recipes",
     "build_dataset",
     "create_model",
     "describe",
@@ -47,6 +54,7 @@ __all__ = [
     "feature_dim",
     "load_cifar",
     "load_mnist",
+    "load_train_config",
     "make_long_tailed",
     "metabalance_counts",
     "plot_class_counts",

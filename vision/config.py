@@ -193,6 +193,7 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 512
     eval_every: int = 0  # evaluate on the test split every n epochs (0: only after the last)
+    evaluate: bool = True  # evaluate after the last epoch (metrics.json)
     seed: int = 0  # weights, shuffling, augmentation
     device: str = "auto"
     amp: bool = True  # automatic mixed precision, on CUDA only

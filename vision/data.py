@@ -79,7 +79,6 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import shutil
 import struct
 import tempfile
@@ -97,6 +96,7 @@ from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import extract_archive
 
 from equipoise.core.imbalance import PROFILES, long_tailed_counts, long_tailed_indices
+from equipoise.core.paths import cache_dir, data_root
 from equipoise.core.registry import Registry
 from equipoise.core.reporting import markdown_table
 from equipoise.core.samplers import labels_of
@@ -195,25 +195,6 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 # --------------------------------------------------------------------------------------------
 # Where the data is
 # --------------------------------------------------------------------------------------------
-
-
-def data_root(root: str | Path | None = None) -> Path:
-    """The data root: ``root`` when given, else ``$EQUIPOISE_DATA``; ``FileNotFoundError`` when neither."""
-    if root is None:
-        root = os.environ.get("EQUIPOISE_DATA") or None
-        if root is None:
-            raise FileNotFoundError(
-                "no data root: pass root=<folder holding the datasets> or set the environment variable EQUIPOISE_DATA"
-            )
-    if not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"root must be a path (str or os.PathLike), got {type(root).__name__}")
-    return Path(root).expanduser()
-
-
-def cache_dir() -> Path:
-    """Where extracted archives go: ``$EQUIPOISE_CACHE/data``, by default ``~/.cache/equipoise/data``."""
-    base = os.environ.get("EQUIPOISE_CACHE") or None
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "equipoise") / "data"
 
 
 def extract_once(archive: str | Path, destination: str | Path | None = None) -> Path:

@@ -17,7 +17,7 @@ stage-1 config with ``model.classifier = "linear"``, so ``model_from_checkpoint`
 decoupled model and evaluation code needs nothing special. Every backbone weight and buffer is
 copied bit for bit; only the classifier changes.
 
-The math lives in core (``equipoise.core.calibration.decoupling``, ``equipoise.core.losses``);
+The math lives in core (``equipoise.core.calibration.decoupling`` and ``.weight_balancing``);
 this module extracts features, dispatches by name, folds and saves.
 
 | method | paper | head after the fit (``W`` ``(C, D)``, ``b`` ``(C,)``: the stage-1 head) |
@@ -25,7 +25,7 @@ this module extracts features, dispatches by name, folds and saves.
 | ``crt`` | Kang et al. 2020 | a new ``nn.Linear``, class-balanced sampling (``retrain_classifier``) |
 | ``tau_norm`` | Kang et al. 2020 | ``W_i / ||W_i|| ** tau``, ``b`` unchanged (``tau_normalize``) |
 | ``lws`` | Kang et al. 2020 | ``f_i * W_i``, ``f_i * b_i``, ``f`` learnt (``LearnableWeightScaling``) |
-| ``weight_balancing`` | Alshammari et al. 2022 | ``W``, ``b`` tuned: class-balanced loss, weight decay, MaxNorm |
+| ``weight_balancing`` | Alshammari et al. 2022 | ``W``, ``b`` fine-tuned under MaxNorm (``fit_weight_balancing``) |
 
 Kang, Xie, Rohrbach, Yan, Gordo, Feng, Kalantidis, "Decoupling Representation and Classifier for
 Long-Tailed Recognition", ICLR 2020. Defaults are core's (10 epochs, batch 512, SGD momentum 0.9,
@@ -51,33 +51,17 @@ learning rate 0.2 with cosine decay to 0; weight decay 5e-4 for cRT and none for
 
 Alshammari, Wang, Ramanan, Kong, "Long-Tailed Recognition via Weight Balancing", CVPR 2022.
 Stage 1 is plain cross-entropy with a tuned (larger) weight decay: a recipe, nothing to do here.
-Stage 2, ``weight_balancing``, fine-tunes the stage-1 head on the frozen features with the
-class-balanced loss of Cui et al. 2019 (``equipoise.core.losses.class_balanced_loss``, softmax
-cross-entropy weighted by ``(1 - beta) / (1 - beta ** n_c)`` normalised to sum to ``C``), SGD with
-weight decay, and the MaxNorm constraint by projected gradient descent: after every optimiser step
-each class row of ``W`` with ``||W_i|| > radius`` is scaled back to norm ``radius``
-(``torch.renorm``; the bias is not constrained, as in the reference code). Options and defaults,
-from the authors' CIFAR-100-LT second-stage demo (github.com/ShadeAlsha/LTR-weight-balancing,
-``demo2_second-stage-training``, ``utils/regularizers.py``): ``epochs`` 10, ``lr`` 0.01 with cosine
-decay to 0, ``momentum`` 0.9, ``weight_decay`` 0.1 (on weight and bias), ``batch_size`` 64 with
-instance-balanced shuffling (the loss does the balancing), ``beta`` 0.9999 and
-``max_norm_threshold`` 0.1. The threshold is *relative*, as in the reference code's
-``MaxNorm_via_PGD.setPerLayerThresh``: ``radius = min_i ||W_i|| + threshold * (max_i ||W_i|| -
-min_i ||W_i||)`` over the stage-1 head's rows (0: the smallest row norm, 1: the largest); the
-radius is recorded in the metrics. Deliberate differences from the reference code, and why:
-
-- the loss is the Cui et al. softmax cross-entropy; the reference's ``CB_loss(..., "softmax")``
-  (ported from a third-party implementation) computes binary cross-entropy on softmax
-  probabilities, which is not the loss the class-balanced paper defines;
-- the projection follows every optimiser step (projected gradient descent as the paper describes
-  it) where the demo projects once per epoch; the last step is projected either way;
-- the learning rate decays per step over ``epochs * ceil(N / batch_size)`` steps (as core's cRT
-  does), where the demo steps its cosine schedule once at the start of each epoch;
-- no epoch is picked by test accuracy: the demo keeps the epoch with the best *test* accuracy,
-  which would fit on the test split; here the last epoch is kept.
-
-The MaxNorm projection and this training loop act on features only, like core's
-``retrain_classifier``; they are private here until core offers them.
+Stage 2, ``weight_balancing``, is core's ``fit_weight_balancing``
+(``equipoise.core.calibration.weight_balancing``, which holds the formula, where the defaults
+come from and the deliberate differences from the reference code): the stage-1 head is
+fine-tuned on the frozen features with the class-balanced loss of Cui et al. 2019, SGD with
+weight decay, and the MaxNorm constraint by projected gradient descent (rows of ``W`` kept within
+a radius relative to the stage-1 row norms; the bias is not constrained). Options and defaults,
+from the authors' CIFAR-100-LT second-stage demo: ``epochs`` 10, ``lr`` 0.01 with cosine decay
+to 0, ``momentum`` 0.9, ``weight_decay`` 0.1, ``batch_size`` 64 with instance-balanced
+shuffling, ``beta`` 0.9999 and ``max_norm_threshold`` 0.1 (``radius = min_i ||W_i|| + threshold
+* (max_i ||W_i|| - min_i ||W_i||)``). The radius and the mean loss of each epoch are recorded in
+the metrics (``max_norm_radius``, ``epoch_losses``); the last epoch is kept.
 
 Randomness: every method draws from a ``torch.Generator`` seeded with ``seed`` (class-balanced
 batches, shuffling); nothing is seeded globally. Same checkpoint, options and seed on the same
@@ -88,14 +72,12 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -104,12 +86,13 @@ from equipoise.core.calibration import (
     DEFAULT_NORM_TAUS,
     LearnableWeightScaling,
     fit_tau_normalization,
+    fit_weight_balancing,
     retrain_classifier,
     tau_normalize,
 )
 from equipoise.core.config import config_from_dict
 from equipoise.core.device import resolve_device
-from equipoise.core.losses import NormedLinear, class_balanced_loss
+from equipoise.core.losses import NormedLinear
 from equipoise.core.registry import Registry
 from equipoise.core.validation import check_non_negative, check_positive
 from equipoise.vision.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -531,13 +514,6 @@ def _lws(
     return scales.unsqueeze(1) * stage1.weight, bias, {"scales": scales.cpu().tolist()}
 
 
-def _max_norm_radius(weight: torch.Tensor, threshold: float) -> float:
-    """``min ||W_i|| + threshold * (max ||W_i|| - min ||W_i||)`` (the reference code's per-layer threshold)."""
-    norms = torch.linalg.vector_norm(weight.detach(), dim=1)
-    low, high = float(norms.min()), float(norms.max())
-    return low + threshold * (high - low)
-
-
 def _weight_balancing(
     stage1: _Stage1,
     *,
@@ -549,41 +525,21 @@ def _weight_balancing(
     beta: float = 0.9999,
     max_norm_threshold: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
-    """Alshammari et al. 2022, stage 2 (see the module docstring): class-balanced loss, weight decay, MaxNorm."""
-    features, labels = stage1.features, stage1.labels
-    num_samples = features.shape[0]
-    class_counts = torch.bincount(labels.cpu(), minlength=stage1.num_classes)
-    if bool((class_counts == 0).any()):
-        missing = int(torch.nonzero(class_counts == 0)[0, 0])
-        raise ValueError(f"class {missing} has no training example: the class-balanced weight 1 / E_n is infinite")
-    radius = _max_norm_radius(stage1.weight, max_norm_threshold)
-    weight = stage1.weight.detach().clone().requires_grad_(True)
-    bias = None if stage1.bias is None else stage1.bias.detach().clone().requires_grad_(True)
-    parameters = [weight] if bias is None else [weight, bias]
-    steps_per_epoch = math.ceil(num_samples / batch_size)
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    epoch_losses = []
-    with torch.enable_grad():
-        for _ in range(epochs):
-            order = torch.randperm(num_samples, generator=stage1.generator).to(features.device)
-            total = torch.zeros((), dtype=torch.float64, device=features.device)
-            for start in range(0, num_samples, batch_size):
-                batch = order[start : start + batch_size]
-                logits = F.linear(features[batch], weight, bias)
-                loss = class_balanced_loss(
-                    logits, labels[batch], class_counts, beta=beta, loss_type="softmax", validate_args=False
-                )
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                with torch.no_grad():
-                    weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=radius))  # MaxNorm: project onto the ball
-                total += loss.detach().double() * batch.numel()
-            epoch_losses.append(float(total) / num_samples)
-    details = {"max_norm_radius": radius, "epoch_losses": epoch_losses}
-    return weight.detach(), None if bias is None else bias.detach(), details
+    """Alshammari et al. 2022, stage 2: core's ``fit_weight_balancing`` (defaults repeated for ``method_options``)."""
+    return fit_weight_balancing(
+        stage1.features,
+        stage1.labels,
+        stage1.weight,
+        stage1.bias,
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        momentum=momentum,
+        beta=beta,
+        max_norm_threshold=max_norm_threshold,
+        generator=stage1.generator,
+    )
 
 
 DECOUPLING_METHODS.register("crt")(_Method(_crt, replaces_head=True))

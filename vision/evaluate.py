@@ -1,8 +1,8 @@
 """Evaluate a long-tailed vision checkpoint on its test split, with optional post-hoc calibration.
 
 >>> from equipoise.vision.evaluate import evaluate
->>> result = evaluate("results/vision/run/last.pt", calibrate=("logit_adjustment", "temperature"))
->>> print(result.metrics_table())          # also in <checkpoint dir>/eval/last/report.md
+>>> result = evaluate("results/vision/run/checkpoint.pt", calibrate=("logit_adjustment", "temperature"))
+>>> print(result.metrics_table())          # also in <checkpoint dir>/eval/checkpoint/report.md
 
 What :func:`evaluate` does:
 

@@ -65,7 +65,16 @@ __all__ = ["build_criterion", "learning_rate", "train"]
 
 # Keys that may change between a run and its resumption: they do not change what the finished
 # epochs computed ("epochs" may grow, to extend a run).
-_RESUMABLE_DIFFERENCES = {"output", "progress", "device", "epochs", "eval_every", "eval_batch_size", "data.num_workers"}
+_RESUMABLE_DIFFERENCES = {
+    "output",
+    "progress",
+    "device",
+    "epochs",
+    "eval_every",
+    "evaluate",
+    "eval_batch_size",
+    "data.num_workers",
+}
 
 
 def learning_rate(optimizer: OptimizerConfig, epoch: int, epochs: int) -> float:
@@ -258,6 +267,8 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     start_epoch, metrics = 0, {}
+    if ddp.main and not (resume and checkpoint_path.is_file()):
+        (output / "log.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
     if resume and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path)
         _check_resumable(saved["config"], config_dict, checkpoint_path)
@@ -380,7 +391,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 rng_states = [None] * ddp.world_size
                 dist.all_gather_object(rng_states, _rng_state())
             last = epoch + 1 == config.epochs
-            if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
+            if (last and config.evaluate) or (config.eval_every and (epoch + 1) % config.eval_every == 0):
                 metrics = _test_metrics(config, model, test_set, device, class_counts, train_set.classes)
                 record.update(
                     {

@@ -15,6 +15,7 @@ when the "test" data are the data the calibrator was fitted on.
 | tau_normalization | ``TauNormalization`` | features | Kang et al. 2020 |
 | lws | ``LearnableWeightScaling`` | features | Kang et al. 2020 |
 | crt | ``ClassifierRetraining`` | features | Kang et al. 2020 |
+| weight_balancing | ``WeightBalancing`` | features | Alshammari et al. 2022 |
 | llr | ``LastLayerRetraining`` | features | Stromberg et al. 2025 |
 | threshold | ``ThresholdMoving`` | binary logits ``(N,)`` | threshold moving |
 | em_prior_correction | ``EMPriorCorrection`` | logits | Saerens et al. 2002 |
@@ -61,6 +62,12 @@ from equipoise.core.calibration.threshold import (
     threshold_metrics,
     tune_threshold,
 )
+from equipoise.core.calibration.weight_balancing import (
+    WeightBalancing,
+    fit_weight_balancing,
+    max_norm_,
+    max_norm_radius,
+)
 
 __all__ = [
     "CALIBRATORS",
@@ -79,6 +86,7 @@ __all__ = [
     "TemperatureScaling",
     "ThresholdMoving",
     "VectorScaling",
+    "WeightBalancing",
     "check_distinct_splits",
     "choose_rho",
     "em_prior_correction",
@@ -87,7 +95,10 @@ __all__ = [
     "fit_tau_normalization",
     "fit_temperature",
     "fit_vector_scaling",
+    "fit_weight_balancing",
     "loss_weights",
+    "max_norm_",
+    "max_norm_radius",
     "posthoc_logit_adjustment",
     "retrain_classifier",
     "retrain_last_layer",

@@ -121,6 +121,10 @@ CASES = {
     "lws": (lambda: {"weight": _WEIGHT, "bias": torch.zeros(3)}, _features),
     "crt": (lambda: {"num_features": 4, "num_classes": 3, "epochs": 2, "batch_size": 32}, _features),
     "llr": (lambda: {"num_features": 4, "num_classes": 3, "rhos": [0.0, 1.0]}, _features),
+    "weight_balancing": (
+        lambda: {"weight": _WEIGHT, "bias": torch.zeros(3), "epochs": 2, "batch_size": 32, "lr": 0.1},
+        _features,
+    ),
     "threshold": (dict, _binary),
     "em_prior_correction": (lambda: {"num_classes": 3}, _logits),
 }

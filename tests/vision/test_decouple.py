@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equipoise.core.calibration import LearnableWeightScaling, fit_tau_normalization, retrain_classifier, tau_normalize
+from equipoise.core.calibration import (
+    LearnableWeightScaling,
+    fit_tau_normalization,
+    fit_weight_balancing,
+    retrain_classifier,
+    tau_normalize,
+)
 from equipoise.core.config import config_to_dict
 from equipoise.vision.checkpoint import FORMAT, build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from equipoise.vision.config import DataConfig, ModelConfig, TrainConfig
@@ -244,55 +250,25 @@ def test_crt_replaces_a_cosine_head_by_a_linear_one(cosine_stage1, tmp_path):
     assert type(model.fc) is nn.Linear and set(decoupled["model"]) >= {"fc.weight", "fc.bias"}
 
 
-def _radius(weight: torch.Tensor, threshold: float) -> float:
-    norms = weight.norm(dim=1)
-    return float(norms.min() + threshold * (norms.max() - norms.min()))
-
-
-def test_weight_balancing_rows_stay_within_the_max_norm_and_the_loss_falls(stage1, features, tmp_path):
-    _, _, source = features
-    decoupled = _run(stage1, tmp_path, "weight_balancing", epochs=5)
-    details = decoupled["metrics"]["decoupling"]
-    radius = _radius(source["model"]["fc.weight"], 0.1)
-    assert details["max_norm_radius"] == pytest.approx(radius, rel=1e-6)
-    weight, _ = _head(decoupled["model"])
-    assert float(weight.norm(dim=1).max()) <= radius * (1 + 1e-6)
-    assert float(source["model"]["fc.weight"].norm(dim=1).max()) > radius  # the constraint was active
-    losses = details["epoch_losses"]
-    assert len(losses) == 5 and losses[-1] < losses[0]
-
-
-def test_weight_balancing_one_full_batch_step_by_hand(stage1, features, tmp_path):
+def test_weight_balancing_head_is_core_fit_weight_balancing(stage1, features, tmp_path):
+    """The arithmetic is tested in tests/core/test_weight_balancing.py; here: decouple folds core's result."""
     x, labels, source = features
-    lr, weight_decay, beta, threshold = 0.05, 0.1, 0.99, 0.3
-    decoupled = _run(
-        stage1,
-        tmp_path,
-        "weight_balancing",
-        epochs=1,
-        batch_size=len(labels),
-        lr=lr,
-        weight_decay=weight_decay,
-        beta=beta,
-        max_norm_threshold=threshold,
+    decoupled = _run(stage1, tmp_path, "weight_balancing", epochs=2, batch_size=64, max_norm_threshold=0.3)
+    weight, bias, details = fit_weight_balancing(
+        x,
+        labels,
+        source["model"]["fc.weight"],
+        source["model"]["fc.bias"],
+        epochs=2,
+        batch_size=64,
+        max_norm_threshold=0.3,
+        generator=torch.Generator().manual_seed(0),
     )
-    w0 = source["model"]["fc.weight"].clone().requires_grad_(True)
-    b0 = source["model"]["fc.bias"].clone().requires_grad_(True)
-    counts = torch.bincount(labels, minlength=10).double()
-    class_weights = (1 - beta) / (1 - beta**counts)
-    class_weights = (class_weights * 10 / class_weights.sum()).float()
-    per_example = -F.log_softmax(x @ w0.T + b0, dim=1).gather(1, labels[:, None]).squeeze(1)
-    (class_weights[labels] * per_example).mean().backward()
-    with torch.no_grad():
-        # First SGD step: the momentum buffer is the decayed gradient itself; the cosine schedule starts at lr.
-        w1 = w0 - lr * (w0.grad + weight_decay * w0)
-        b1 = b0 - lr * (b0.grad + weight_decay * b0)
-        radius = _radius(w0, threshold)
-        norms = w1.norm(dim=1, keepdim=True)
-        w1 = torch.where(norms > radius, w1 * radius / norms, w1)
-    weight, bias = _head(decoupled["model"])
-    torch.testing.assert_close(weight, w1, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(bias, b1, rtol=1e-5, atol=1e-6)
+    got_weight, got_bias = _head(decoupled["model"])
+    torch.testing.assert_close(got_weight, weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_bias, bias, rtol=1e-5, atol=1e-6)
+    assert decoupled["metrics"]["decoupling"]["max_norm_radius"] == pytest.approx(details["max_norm_radius"])
+    assert float(got_weight.norm(dim=1).max()) <= details["max_norm_radius"] * (1 + 1e-6)
 
 
 def test_same_seed_same_head_other_seed_other_head(stage1, tmp_path):
