@@ -515,11 +515,12 @@ def _is_int(value: object) -> bool:
 class SmallCNN(nn.Module):
     """The two-convolution network of the PyTorch MNIST example, in timm's model interface.
 
-    ``conv 3x3 (32) -> ReLU -> conv 3x3 (64) -> ReLU -> max-pool 2 -> global average pool ->
-    dropout -> linear (64 -> 128) -> ReLU -> classifier``; ``num_features`` is 128, the width
-    the classifier reads (``forward_head(pre_logits=True)``). Small enough to train on
-    MNIST-LT on a CPU in seconds per epoch; registered as ``cnn_small`` (1 input channel by
-    default). Global average pooling (rather than flattening) keeps it valid at any input size.
+    ``conv 3x3 (32) -> ReLU -> conv 3x3 (64) -> ReLU -> max-pool 2 -> adaptive average pool to
+    4x4 -> flatten (1024) -> dropout -> linear (1024 -> 128) -> ReLU -> classifier``;
+    ``num_features`` is 128, the width the classifier reads (``forward_head(pre_logits=True)``).
+    Small enough to train on MNIST-LT on a CPU in seconds per epoch; registered as ``cnn_small``
+    (1 input channel by default). The adaptive pooling keeps a 4x4 spatial layout (the digits'
+    shapes) at any input size, where the example flattens a fixed 12x12 map.
     """
 
     def __init__(
@@ -543,7 +544,7 @@ class SmallCNN(nn.Module):
         self.num_features = self.head_hidden_size = 128
         self.conv1 = nn.Conv2d(in_chans, 32, 3, padding=1, **factory)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1, **factory)
-        self.hidden = nn.Linear(64, self.num_features, **factory)
+        self.hidden = nn.Linear(64 * 4 * 4, self.num_features, **factory)
         self.fc = nn.Linear(self.num_features, num_classes, **factory) if num_classes else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -552,7 +553,7 @@ class SmallCNN(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pooling, dropout, hidden layer and classifier; ``pre_logits=True`` stops before the classifier."""
-        x = F.dropout(x.mean(dim=(2, 3)), p=self.drop_rate, training=self.training)
+        x = F.dropout(F.adaptive_avg_pool2d(x, 4).flatten(1), p=self.drop_rate, training=self.training)
         x = F.relu(self.hidden(x))
         return x if pre_logits else self.fc(x)
 
@@ -586,7 +587,7 @@ default_cfgs.update(
                 "std": (0.3081,),
                 "first_conv": "conv1",
                 "classifier": "fc",
-                "description": "two-convolution CNN of the PyTorch MNIST example, global-average pooled",
+                "description": "two-convolution CNN of the PyTorch MNIST example, pooled to 4x4",
             }
         }
     )

@@ -421,7 +421,11 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                     },
                 )
                 if config.progress:
-                    shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+                    shown = ", ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in record.items()
+                        if k != "epoch" and v is not None
+                    )
                     tqdm.write(f"epoch {epoch + 1}/{config.epochs}: {shown}")
     except KeyboardInterrupt:
         if ddp.main:

@@ -52,14 +52,6 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _config(classifier: str = "linear") -> TrainConfig:
     return TrainConfig(
         data=DataConfig(

@@ -47,15 +47,6 @@ LIMIT = 600
 BOTH = ("logit_adjustment", "temperature")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Two cores shared with other jobs: one intra-op thread is faster for this small CNN.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _mnist_test() -> tuple[np.ndarray, np.ndarray]:
     """The MNIST test images, normalised as the ``mnist`` transform does, and labels, read by hand."""
     with gzip.open(MNIST / "t10k-images-idx3-ubyte.gz", "rb") as file:

@@ -43,16 +43,6 @@ PAPER_PARAMETERS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6}
 TIMM_MODELS = ["resnet18", "mobilenetv2_100", "mobilenetv3_small_050", "test_convnext"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Batches of two 32x32 images: a second intra-op thread costs more than it saves, and on a
-    # shared 2-core machine it makes timings erratic.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _images(batch: int = 2, size: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 

@@ -34,14 +34,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(output: Path, *overrides: str):
     return load_train_config("mnist_lt", [*SMALL, f"output={output}", *overrides])
 
@@ -115,6 +107,15 @@ def test_a_run_writes_its_files_and_a_weights_only_checkpoint(tmp_path):
     train(_config(tmp_path / "run", "epochs=2", "eval_every=1"))
     assert all(torch.equal(before[k], v) for k, v in _weights(run_dir).items())
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == 2
+
+
+@needs_mnist
+def test_progress_output_shows_each_epoch_and_the_test_metrics(tmp_path, capsys):
+    # MNIST-LT's shot groups leave "few" empty (None): the epoch line must still print.
+    train(_config(tmp_path / "run", "epochs=1", "progress=true"))
+    output = capsys.readouterr()
+    line = next(line for line in (output.out + output.err).splitlines() if line.startswith("epoch 1/1:"))
+    assert "train_loss" in line and "test_balanced_accuracy" in line and "None" not in line
 
 
 @needs_mnist

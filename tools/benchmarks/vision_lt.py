@@ -231,9 +231,7 @@ def mnist(args: argparse.Namespace) -> list[dict]:
         "recipe": f"mnist_lt with epochs={MNIST_EPOCHS} (SGD lr 0.05, cosine, batch 128)",
         "total_seconds": round(sum(r["seconds"] for r in rows), 1),
     }
-    write_table(
-        rows, Path(args.output) / "mnist_lt", title=f"MNIST-LT ratio 100, small CNN, {args.seeds} seeds", meta=meta
-    )
+    write_table(rows, args.output, "mnist_lt", title=f"MNIST-LT ratio 100, small CNN, {args.seeds} seeds", meta=meta)
     return rows
 
 
