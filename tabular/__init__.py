@@ -1,7 +1,28 @@
 """equipoise.tabular: rare-event tabular prediction (credit-card fraud, loan default).
 
-Planned: the MetaBalance paper's data loaders, feed-forward networks, every baseline of its
-Table 2 and a scikit-learn compatible estimator. Nothing is exported yet.
+The MetaBalance paper's tasks (Bansal et al. 2021): data loaders with a stratified split and
+scaling fitted on the training rows (``equipoise.tabular.data``), the paper's feed-forward
+networks (``equipoise.tabular.models``), every method of its Table 2 behind one ``fit``
+(``equipoise.tabular.train``) and a scikit-learn estimator (``equipoise.tabular.estimator``).
 """
 
-__all__: list[str] = []
+from equipoise.tabular.data import DATASETS, TabularData, TabularSplit, load_dataset, prepare
+from equipoise.tabular.estimator import ImbalancedMLPClassifier
+from equipoise.tabular.models import NETWORKS, FeedForward, build_network
+from equipoise.tabular.train import METHODS, available_methods, fit, predict_proba
+
+__all__ = [
+    "DATASETS",
+    "METHODS",
+    "NETWORKS",
+    "FeedForward",
+    "ImbalancedMLPClassifier",
+    "TabularData",
+    "TabularSplit",
+    "available_methods",
+    "build_network",
+    "fit",
+    "load_dataset",
+    "predict_proba",
+    "prepare",
+]
