@@ -109,6 +109,7 @@ class _Method:
 
     fit: Callable[..., tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]]
     replaces_head: bool
+    options_of: Callable[..., Any] | None = None  # where the options' defaults are declared (default: fit)
 
 
 DECOUPLING_METHODS: Registry[_Method] = Registry("decoupling method")
@@ -139,11 +140,11 @@ class _Stage1:
 
 def method_options(method: str) -> dict[str, Any]:
     """The options of ``method`` and their defaults, e.g. ``{"epochs": 10, "lr": 0.2, ...}`` for ``"crt"``."""
-    fit = DECOUPLING_METHODS.get(method).fit
+    entry = DECOUPLING_METHODS.get(method)
     return {
         name: parameter.default
-        for name, parameter in inspect.signature(fit).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        for name, parameter in inspect.signature(entry.options_of or entry.fit).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "generator"
     }
 
 
@@ -514,35 +515,16 @@ def _lws(
     return scales.unsqueeze(1) * stage1.weight, bias, {"scales": scales.cpu().tolist()}
 
 
-def _weight_balancing(
-    stage1: _Stage1,
-    *,
-    epochs: int = 10,
-    lr: float = 0.01,
-    weight_decay: float = 0.1,
-    batch_size: int = 64,
-    momentum: float = 0.9,
-    beta: float = 0.9999,
-    max_norm_threshold: float = 0.1,
-) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
-    """Alshammari et al. 2022, stage 2: core's ``fit_weight_balancing`` (defaults repeated for ``method_options``)."""
+def _weight_balancing(stage1: _Stage1, **options: Any) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """Alshammari et al. 2022, stage 2: core's ``fit_weight_balancing``, whose signature holds the defaults."""
     return fit_weight_balancing(
-        stage1.features,
-        stage1.labels,
-        stage1.weight,
-        stage1.bias,
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        momentum=momentum,
-        beta=beta,
-        max_norm_threshold=max_norm_threshold,
-        generator=stage1.generator,
+        stage1.features, stage1.labels, stage1.weight, stage1.bias, generator=stage1.generator, **options
     )
 
 
 DECOUPLING_METHODS.register("crt")(_Method(_crt, replaces_head=True))
 DECOUPLING_METHODS.register("lws")(_Method(_lws, replaces_head=False))
 DECOUPLING_METHODS.register("tau_norm")(_Method(_tau_norm, replaces_head=False))
-DECOUPLING_METHODS.register("weight_balancing")(_Method(_weight_balancing, replaces_head=False))
+DECOUPLING_METHODS.register("weight_balancing")(
+    _Method(_weight_balancing, replaces_head=False, options_of=fit_weight_balancing)
+)
