@@ -123,6 +123,7 @@ import functools
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -246,6 +247,9 @@ METHODS: Registry = Registry("tabular training method")
 Network = str | Sequence[int] | Callable[[int, int | None], nn.Module]
 Scorer = Callable[[np.ndarray, np.ndarray], float]
 
+# Training rows scored after fit to detect a network collapsed to a constant.
+_COLLAPSE_PROBE_ROWS = 4096
+
 # Rows per forward in predict_logits: large enough to amortise the call, small enough for memory.
 _PREDICT_BATCH = 65536
 
@@ -276,6 +280,7 @@ def fit(
     progress: bool = True,
     X_val: Any = None,
     y_val: Any = None,
+    keep_best: bool = False,
     **method_options: Any,
 ) -> nn.Module:
     """Train a network on ``(X_train, y_train)`` with ``method`` and return it (in eval mode).
@@ -298,16 +303,24 @@ def fit(
             networks are tiny: on batches of 24 the CPU is usually the faster device.
         progress: a tqdm bar per epoch (per outer update for the MetaBalance methods).
         X_val, y_val: validation split, required by ``ms_metabalance`` (which chooses its
-            sampler pair on it) and checked but unused by the other methods. Never pass the
-            test split here.
+            sampler pair on it) and by ``keep_best``; otherwise checked but unused. Never pass
+            the test split here.
+        keep_best: model selection on the validation split (early stopping without stopping):
+            the validation AUC-ROC is measured after every epoch (every outer update for the
+            MetaBalance methods) and the network of the best one is returned (ties: the
+            earlier). The scoring runs in eval mode and draws nothing random, so the returned
+            network equals a run of ``best_epoch + 1`` epochs. Default ``False``: the paper's
+            protocol, the network after the last epoch.
         method_options: the method's own options: the resampler's arguments for the
             resampling methods (``k_neighbors=3`` ...), ``pos_weight`` for class_weighted,
             ``alpha``/``gamma`` for focal, and those documented at each ``_train_*`` function.
 
     Returns:
         The trained ``nn.Module`` in eval mode, with a ``training_record`` dict attribute:
-        method, seed, hyper-parameters, per-epoch (or per-update) losses and what the method
-        chose (ms_metabalance's pair and validation scores, the resampled class counts ...).
+        method, seed, hyper-parameters, per-epoch (or per-update) losses, what the method
+        chose (ms_metabalance's pair and validation scores, the resampled class counts ...)
+        and ``collapsed``: whether the network gives one score to every training row (a
+        ``RuntimeWarning`` says so: all ReLUs dead, typically a learning rate too high).
 
     Raises:
         ValueError: unknown method; bad shapes; NaN or inf features; labels outside ``{0, 1}``
@@ -339,6 +352,10 @@ def fit(
     check_non_negative(weight_decay, "weight_decay")
     if not (isinstance(momentum, (int, float)) and 0 < momentum < 1):
         raise ValueError(f"momentum must lie in (0, 1) (Nesterov needs momentum > 0), got {momentum!r}")
+    if not isinstance(keep_best, bool):
+        raise TypeError(f"keep_best must be True or False, got {keep_best!r}")
+    if keep_best and validation is None:
+        raise ValueError("keep_best selects the epoch on validation data: pass X_val and y_val")
     resolved = resolve_device(device)
     build = _network_builder(network, inputs.shape[1])
 
@@ -358,6 +375,7 @@ def fit(
             features=inputs,
             labels=targets,
             validation=validation,
+            keep_best=keep_best,
         ).start()
         details = trainer(run, **method_options)
     model = run.model.eval()
@@ -372,8 +390,20 @@ def fit(
         "momentum": run.momentum,
         "device": str(resolved),
         "options": dict(method_options),
+        "keep_best": keep_best,
         **details,
     }
+    # A network whose ReLUs all died scores every row alike: AUC-ROC 0.5 without any NaN. Say so.
+    probe = predict_logits(model, inputs[:_COLLAPSE_PROBE_ROWS])
+    model.training_record["collapsed"] = bool(np.ptp(probe) == 0)
+    if model.training_record["collapsed"]:
+        warnings.warn(
+            f"{method} (seed {seed}) collapsed to a constant: the network gives every training row the "
+            f"logit {probe[0]:.4g} (dead ReLUs), so it cannot rank rows (AUC-ROC 0.5); lower lr "
+            f"(was {run.lr}) or check the features' scale",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return model
 
 
@@ -432,12 +462,15 @@ class _Run:
     features: np.ndarray  # (N, F) float32, host
     labels: np.ndarray  # (N,) int64 in {0, 1}, host
     validation: tuple[np.ndarray, np.ndarray] | None
+    keep_best: bool = False
     model: nn.Module = field(init=False)
     optimizer: torch.optim.Optimizer = field(init=False)
     generator: torch.Generator = field(init=False)
     inputs: torch.Tensor = field(init=False)  # (N, F) float32 on the device
     targets: torch.Tensor = field(init=False)  # (N,) float32 0/1 on the device
     label_tensor: torch.Tensor = field(init=False)  # (N,) int64 on the host, for the batch streams
+    scores: list[float] = field(init=False)  # validation AUC-ROC after each epoch (keep_best)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = field(init=False)  # (score, index, state)
 
     def start(self) -> _Run:
         """(Re)build everything random from ``seed``: the same seed gives the same network and batches."""
@@ -448,7 +481,26 @@ class _Run:
         self.inputs = torch.from_numpy(self.features).to(self.device)
         self.targets = torch.from_numpy(self.labels).to(device=self.device, dtype=torch.float32)
         self.label_tensor = torch.from_numpy(self.labels)
+        self.scores, self.best = [], None
         return self
+
+    def after_epoch(self) -> None:
+        """With ``keep_best``: score the validation split and remember the best network so far."""
+        if not self.keep_best:
+            return
+        score = validation_auroc(self.validation[1], predict_proba(self.model, self.validation[0]))
+        self.scores.append(score)
+        if self.best is None or score > self.best[0]:
+            state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
+            self.best = (score, len(self.scores) - 1, state)
+
+    def restore_best(self) -> dict[str, Any]:
+        """Load the best network (``keep_best``); what to record about the selection."""
+        if not self.keep_best or self.best is None:
+            return {}
+        score, index, state = self.best
+        self.model.load_state_dict(state)
+        return {"best_index": index, "best_validation_auroc": score, "validation_auroc_history": list(self.scores)}
 
     def fresh(self, **changes: Any) -> _Run:
         """A new run from the same seed (same initial weights and batches), with ``changes`` applied."""
@@ -515,7 +567,9 @@ def _train_with_loss(run: _Run, loss_fn: Callable[[torch.Tensor, torch.Tensor], 
             total.add_(loss.detach())
         history.append(_finite(float(total) / len(inputs), run, len(history)))
         bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
-    return {"loss_history": history, "class_counts": np.bincount(run.labels, minlength=2).tolist()}
+        run.after_epoch()
+    counts = np.bincount(run.labels, minlength=2).tolist()
+    return {"loss_history": history, "class_counts": counts, **run.restore_best()}
 
 
 @METHODS.register("naive")
@@ -651,7 +705,8 @@ def _train_reweighted(
             total.add_(step(batch, (run.inputs[rows], run.targets[rows])))
         history.append(_finite(float(total) / len(inputs), run, len(history)))
         bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
-    return {"loss_history": history}
+        run.after_epoch()
+    return {"loss_history": history, **run.restore_best()}
 
 
 @METHODS.register("metabalance")
@@ -722,7 +777,9 @@ def _train_metabalance(
         )
         history.append(_finite(float(losses.meta_loss), run, len(history), "outer update"))
         bar.set_postfix(meta_loss=f"{history[-1]:.4f}", refresh=False)
+        run.after_epoch()
     return {
+        **run.restore_best(),
         "meta_loss_history": history,
         "support": support,
         "query": query,

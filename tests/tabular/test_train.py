@@ -503,3 +503,65 @@ def test_partial_resolves_for_registered_resamplers():
     # sampler option could override).
     trainer = METHODS.get("smote")
     assert isinstance(trainer, functools.partial) and trainer.args == ("smote",) and not trainer.keywords
+
+
+@pytest.mark.parametrize("method", ["naive", "random_over", "meta_weight_net"])
+def test_keep_best_returns_the_network_of_the_best_validation_epoch(method):
+    """Oracle: a plain run of ``best_epoch + 1`` epochs (the validation scoring draws nothing random)
+    and scikit-learn's AUROC of every epoch's network."""
+    X, y = _data(600, seed=3)
+    X_val, y_val = _data(300, seed=4)
+    options = {"network": (8,), "progress": False, "seed": 2, "lr": 0.05}
+    best = fit(method, X, y, epochs=6, X_val=X_val, y_val=y_val, keep_best=True, **options)
+    record = best.training_record
+    history = record["validation_auroc_history"]
+    assert len(history) == 6 and record["keep_best"] is True
+    assert record["best_index"] == int(np.argmax(history))  # argmax: the first of ties
+    expected = []
+    for epochs in range(1, 7):
+        plain = fit(method, X, y, epochs=epochs, **options)
+        expected.append(roc_auc_score(y_val, predict_proba(plain, X_val)))
+        if epochs == record["best_index"] + 1:
+            assert _states_equal(plain, best)
+    np.testing.assert_allclose(history, expected, atol=1e-6)
+    assert record["best_validation_auroc"] == pytest.approx(max(expected), abs=1e-6)
+
+
+def test_keep_best_for_metabalance_scores_every_outer_update():
+    X, y = _data(600, seed=3)
+    X_val, y_val = _data(300, seed=4)
+    model = fit(
+        "metabalance", X, y, network=(8,), epochs=4, progress=False, X_val=X_val, y_val=y_val, keep_best=True,
+        meta_steps=5,
+    )  # fmt: skip
+    record = model.training_record
+    assert len(record["validation_auroc_history"]) == record["outer_updates"]
+    assert roc_auc_score(y_val, predict_proba(model, X_val)) == pytest.approx(max(record["validation_auroc_history"]))
+
+
+def test_keep_best_needs_validation_data_and_a_bool():
+    X, y = _data()
+    with pytest.raises(ValueError, match="keep_best selects the epoch on validation data"):
+        fit("naive", X, y, network=(4,), epochs=1, progress=False, keep_best=True)
+    with pytest.raises(TypeError, match="keep_best must be True or False"):
+        fit("naive", X, y, network=(4,), epochs=1, progress=False, X_val=X, y_val=y, keep_best="yes")
+
+
+def _dead_network(in_features, seed):
+    """ReLUs that never fire (zero weights, negative biases): a constant logit, no gradient to revive them."""
+    model = nn.Sequential(nn.Linear(in_features, 3), nn.ReLU(), nn.Linear(3, 1), nn.Flatten(0))
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.fill_(-1.0)
+    return model
+
+
+def test_a_collapsed_network_is_reported_not_silent():
+    X, y = _data()
+    with pytest.warns(RuntimeWarning, match="collapsed to a constant"):
+        model = fit("naive", X, y, network=_dead_network, epochs=1, progress=False)
+    assert model.training_record["collapsed"] is True
+    scores = predict_proba(model, X)
+    assert np.ptp(scores) == 0 and roc_auc_score(y, scores) == 0.5
+    healthy = fit("naive", X, y, network=(8,), epochs=1, progress=False)
+    assert healthy.training_record["collapsed"] is False

@@ -1,0 +1,200 @@
+"""Tabular evaluation, checkpoints, the train/eval scripts and the Table 2 benchmark, against oracles:
+scikit-learn's ``roc_auc_score``, ``average_precision_score``, ``f1_score`` and
+``confusion_matrix``, torchmetrics' multiclass calibration error, the mean and standard error
+written out by hand, and the same scores recomputed from a reloaded checkpoint.
+
+The scripts run on the real loan-default file (``EQUIPOISE_DATA``, or ``../shared/data``) for one
+or two epochs; those tests skip without it.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from equipoise.tabular.data import TabularData, prepare
+from equipoise.tabular.evaluate import FORMAT, evaluate, load_checkpoint, model_from_checkpoint, save_checkpoint
+from equipoise.tabular.train import fit, predict_proba
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("EQUIPOISE_DATA") or ROOT.parent / "shared" / "data")
+needs_loan = pytest.mark.skipif(
+    not (SHARED / "loan_default" / "loan_data.csv").is_file(),
+    reason="needs the shared real data: set EQUIPOISE_DATA to the shared data folder (CI sets it)",
+)
+
+
+@pytest.fixture(scope="module")
+def split():
+    """A loan-shaped stand-in (19 features, 1 in 6 positive) with a validation part."""
+    X, y = make_classification(
+        n_samples=1200, n_features=19, n_informative=6, weights=[0.84], flip_y=0.05, random_state=0
+    )
+    data = TabularData(
+        X=X.astype(np.float32),
+        y=y.astype(np.int64),
+        feature_names=[f"f{i}" for i in range(19)],
+        scale_columns=[],
+        name="standin",
+    )
+    return prepare(data, seed=0, val_size=0.25)
+
+
+@pytest.fixture(scope="module")
+def model(split):
+    return fit("naive", split.X_train, split.y_train, network="loan", seed=0, epochs=3, progress=False)
+
+
+def _f1_best_threshold(scores, labels):
+    """Brute force over every distinct score: the smallest threshold with the highest F1."""
+    best, chosen = -1.0, None
+    for threshold in sorted(set(scores.tolist())):
+        value = f1_score(labels, (scores >= threshold).astype(int), zero_division=0)
+        if value > best + 1e-12:
+            best, chosen = value, threshold
+    return chosen
+
+
+def test_evaluate_matches_sklearn_and_torchmetrics(split, model, tmp_path):
+    report = evaluate(model, split, tmp_path / "report", title="stand-in")
+    scores = predict_proba(model, split.X_test)
+    labels = split.y_test
+    threshold = _f1_best_threshold(predict_proba(model, split.X_val), split.y_val)
+    assert report.scalars["threshold"] == pytest.approx(threshold, rel=1e-6)
+    assert report.scalars["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+    assert report.scalars["auprc"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
+    predicted = (scores >= report.scalars["threshold"]).astype(int)
+    assert report.confusion_matrix == confusion_matrix(labels, predicted).tolist()
+    assert report.scalars["f1"] == pytest.approx(f1_score(labels, predicted), abs=1e-9)
+    two_class = torch.from_numpy(np.stack([1 - scores, scores], axis=1))
+    expected_ece = multiclass_calibration_error(two_class, torch.from_numpy(labels), num_classes=2, n_bins=15)
+    assert report.scalars["ece"] == pytest.approx(float(expected_ece), abs=1e-6)
+    assert report.scalars["positive_rate_test"] == pytest.approx(labels.mean())
+    for name in ("report.md", "metrics.json", "curves.png", "reliability.png", "confusion_matrix.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    written = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert written["scalars"]["auroc"] == pytest.approx(report.scalars["auroc"])
+    assert "maximises F1 on the validation split" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_without_validation_the_threshold_is_one_half(split, model):
+    no_val = prepare(
+        TabularData(X=split.X_test, y=split.y_test, feature_names=split.feature_names, scale_columns=[], name="t"),
+        seed=0,
+    )
+    report = evaluate(model, no_val)
+    assert report.scalars["threshold"] == 0.5
+    scores = predict_proba(model, no_val.X_test)
+    assert report.confusion_matrix == confusion_matrix(no_val.y_test, (scores >= 0.5).astype(int)).tolist()
+
+
+def test_checkpoint_round_trip_gives_the_same_scores(split, model, tmp_path):
+    path = save_checkpoint(model, tmp_path / "run" / "model.pt", dataset="loan", seed=3, val_size=0.25)
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == FORMAT and raw["seed"] == 3 and raw["val_size"] == 0.25 and raw["in_features"] == 19
+    restored, checkpoint = model_from_checkpoint(path)
+    assert checkpoint["training_record"]["method"] == "naive"
+    np.testing.assert_array_equal(predict_proba(restored, split.X_test), predict_proba(model, split.X_test))
+    assert not list(path.parent.glob("*.partial"))
+
+
+def test_bad_checkpoints_raise_clear_errors(tmp_path, model):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": "equipoise.vision/1"}, foreign)
+    with pytest.raises(ValueError, match="not an equipoise.tabular/1 checkpoint"):
+        load_checkpoint(foreign)
+    wrong = save_checkpoint(model, tmp_path / "wrong.pt", dataset="loan", seed=0)
+    checkpoint = torch.load(wrong, weights_only=True)
+    checkpoint["network"] = "fraud"
+    checkpoint["in_features"] = 30
+    torch.save(checkpoint, wrong)
+    with pytest.raises(ValueError, match="does not fit the 'fraud' network"):
+        model_from_checkpoint(wrong)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        save_checkpoint(model, tmp_path / "x.pt", dataset="mnist", seed=0)
+
+
+@needs_loan
+def test_train_then_eval_scripts_agree(tmp_path):
+    env = {**os.environ, "EQUIPOISE_DATA": str(SHARED), "EQUIPOISE_CACHE": str(tmp_path / "cache")}
+    run = tmp_path / "run"
+    train = [sys.executable, str(ROOT / "tools" / "train_tabular.py"), "--dataset", "loan", "--method", "focal"]
+    train += ["--epochs", "1", "--seed", "1", "--output", str(run), "--no-progress", "--option", "gamma=1.5"]
+    result = subprocess.run(train, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "auroc" in result.stdout
+    trained = json.loads((run / "metrics.json").read_text())["scalars"]
+    evaluate_command = [sys.executable, str(ROOT / "tools" / "eval_tabular.py"), "--checkpoint", str(run / "model.pt")]
+    result = subprocess.run(evaluate_command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads((run / "eval" / "metrics.json").read_text())["scalars"]
+    assert evaluated == pytest.approx(trained)
+    record = load_checkpoint(run / "model.pt")["training_record"]
+    assert record["options"] == {"gamma": 1.5} and record["epochs"] == 1 and record["seed"] == 1
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("tabular_benchmark", ROOT / "tools" / "benchmarks" / "tabular.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_summary_is_mean_and_standard_error():
+    bench = _benchmark()
+    runs = [
+        {"method": "naive", "seed": 0, "auroc": 0.60, "auprc": 0.20, "seconds": 1.0},
+        {"method": "naive", "seed": 1, "auroc": 0.70, "auprc": 0.30, "seconds": 3.0},
+        {"method": "naive", "seed": 2, "auroc": 0.65, "auprc": 0.40, "seconds": 2.0},
+        {"method": "focal", "seed": 0, "error": "diverged", "seconds": 4.0},
+        {"method": "focal", "seed": 1, "auroc": 0.5, "auprc": 0.1, "seconds": 2.0},
+    ]
+    rows = {row["method"]: row for row in bench.summarise(runs, "loan", ["naive", "focal", "l2rw"])}
+    # mean 0.65; sample std sqrt(((-.05)^2 + .05^2 + 0) / 2) = 0.05; SE = 0.05 / sqrt(3)
+    assert rows["naive"]["auroc"] == pytest.approx(0.65)
+    assert rows["naive"]["auroc_se"] == pytest.approx(round(0.05 / math.sqrt(3), 4))
+    assert rows["naive"]["auprc_se"] == pytest.approx(round(0.1 / math.sqrt(3), 4))
+    assert rows["naive"]["paper_auroc"] == 0.655 and rows["naive"]["seconds_per_run"] == 2.0
+    assert rows["focal"]["seeds"] == 1 and rows["focal"]["diverged"] == 1
+    assert math.isnan(rows["focal"]["auroc_se"])
+    assert rows["l2rw"]["seeds"] == 0 and "auroc" not in rows["l2rw"]
+    # The authors' epoch: one pass of the under-sampled query loader, batches of 16.
+    assert bench.authors_meta_steps(np.array([0] * 50 + [1] * 17)) == math.ceil(34 / 16)
+
+
+@needs_loan
+def test_benchmark_runs_scores_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("EQUIPOISE_DATA", str(SHARED))
+    monkeypatch.setenv("EQUIPOISE_CACHE", str(tmp_path / "cache"))
+    bench = _benchmark()
+    arguments = ["--dataset", "loan", "--seeds", "2", "--epochs", "1", "--methods", "naive", "random_under"]
+    arguments += ["--jobs", "1", "--output", str(tmp_path / "out")]
+    assert bench.main(arguments) == 0
+    payload = json.loads((tmp_path / "out" / "loan.json").read_text())
+    run = next(r for r in payload["runs"] if r["method"] == "naive" and r["seed"] == 1)
+    split = prepare("loan", seed=1)
+    model = fit("naive", split.X_train, split.y_train, network="loan", seed=1, epochs=1, progress=False)
+    assert run["auroc"] == pytest.approx(roc_auc_score(split.y_test, predict_proba(model, split.X_test)), abs=1e-6)
+    assert [row["method"] for row in payload["rows"]] == ["naive", "random_under"]
+    assert (tmp_path / "out" / "loan.png").stat().st_size > 0 and "± " in (tmp_path / "out" / "loan.md").read_text()
+    lines = (tmp_path / "out" / "loan_runs.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    assert bench.main(arguments) == 0  # resumed: nothing retrained, the same table
+    assert (tmp_path / "out" / "loan_runs.jsonl").read_text().splitlines() == lines
+    assert json.loads((tmp_path / "out" / "loan.json").read_text())["rows"] == payload["rows"]
