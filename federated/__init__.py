@@ -4,10 +4,13 @@ Available: client partitions of a labelled data set (``equipoise.federated.parti
 Dirichlet label skew, pathological shards, quantity skew, with per-client statistics and a
 heat map) and server aggregation strategies behind one small interface
 (``equipoise.federated.strategies``: FedAvg, FedProx, FedAvgM, FedAdam, inverse distance
-aggregation, coordinate-wise median, trimmed mean; malformed or non-finite updates rejected).
-Planned: imbalance-aware clients, the fixed simplex-ETF classifier and the Ray simulation engine.
+aggregation, coordinate-wise median, trimmed mean; malformed or non-finite updates rejected) and
+the client side (``equipoise.federated.client``: local SGD with FedProx's proximal term,
+imbalance-aware losses from each client's own label counts, FedETF's fixed simplex-ETF head,
+evaluation). Planned: the Ray simulation engine.
 """
 
+from equipoise.federated.client import ClientConfig, SimplexETFClassifier, client_loss, evaluate_model, local_train
 from equipoise.federated.partition import PARTITIONERS, PartitionStats, partition
 from equipoise.federated.strategies import (
     STRATEGIES,
@@ -24,10 +27,15 @@ __all__ = [
     "STRATEGIES",
     "AggregationError",
     "AggregationResult",
+    "ClientConfig",
     "ClientUpdate",
     "PartitionStats",
+    "SimplexETFClassifier",
     "Strategy",
     "build_strategy",
+    "client_loss",
+    "evaluate_model",
+    "local_train",
     "partition",
     "proximal_term",
 ]
