@@ -128,3 +128,12 @@ def test_ruff_lint_is_clean():
     assert ruff.exists(), "ruff is installed with the test extra"
     result = subprocess.run([str(ruff), "check", "--no-cache", str(ROOT)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_clean():
+    """Code (and README's Python blocks) as ``ruff format`` writes them: the formatter is the style's arbiter."""
+    ruff = Path(sys.executable).with_name("ruff")
+    result = subprocess.run(
+        [str(ruff), "format", "--check", "--no-cache", str(ROOT)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, "run `.venv/bin/ruff format .`:\n" + result.stdout + result.stderr
