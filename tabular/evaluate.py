@@ -28,7 +28,6 @@ the seed (``prepare`` is deterministic), so the test rows are the ones held out 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics.functional.classification import binary_confusion_matrix, multiclass_calibration_error
 
+from equipoise.core import checkpoint as core_checkpoint
 from equipoise.core.calibration.threshold import tune_threshold
 from equipoise.core.metrics import (
     MetricReport,
@@ -82,30 +83,13 @@ def save_checkpoint(
         # JSON-safe (NumPy scalars, tuples) so that weights_only loading accepts it.
         "training_record": json.loads(json.dumps(record, default=_jsonable)),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
-    return path
+    return core_checkpoint.save_checkpoint(path, checkpoint)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a :func:`save_checkpoint` file with ``weights_only=True``; a missing, corrupt or foreign file raises."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and unpickler errors all mean the same to the caller
-        raise ValueError(f"checkpoint {path} is corrupt or not a torch file: {error}") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"checkpoint {path} is not an {FORMAT} checkpoint (format {found!r})")
-    missing = [key for key in _KEYS if key not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {missing}")
-    return checkpoint
+    """Read a :func:`save_checkpoint` file with ``weights_only=True``; a missing, corrupt or foreign file raises
+    (``equipoise.core.checkpoint.load_checkpoint``)."""
+    return core_checkpoint.load_checkpoint(path, FORMAT, _KEYS)
 
 
 def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -134,12 +118,9 @@ def evaluate(
     report = evaluate_binary(test_scores, test_labels, threshold=threshold)
     two_class = torch.stack([1 - test_scores, test_scores], dim=1)
     report.reliability = reliability_bins(two_class, test_labels)
-    counts, accuracy = np.asarray(report.reliability["count"]), np.asarray(report.reliability["accuracy"])
-    confidence = np.asarray(report.reliability["confidence"])
-    filled = counts > 0
-    report.scalars["ece"] = float((np.abs(accuracy - confidence)[filled] * counts[filled]).sum() / counts.sum())
-    predicted = (test_scores >= threshold).to(torch.int64)
-    report.confusion_matrix = [[int(((test_labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    report.scalars["ece"] = float(multiclass_calibration_error(two_class, test_labels, num_classes=2, n_bins=15))
+    predicted = (test_scores >= threshold).to(torch.int64)  # evaluate_binary's rule, score >= threshold
+    report.confusion_matrix = binary_confusion_matrix(predicted, test_labels).tolist()
     report.scalars["positive_rate_test"] = float(test_labels.float().mean())
     if output is not None:
         _write(report, test_scores.numpy(), test_labels.numpy(), Path(output), title or "Tabular evaluation", source)
@@ -218,6 +199,4 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, (set, frozenset)):
         return sorted(value)
-    if isinstance(value, float) and math.isnan(value):
-        return None
     return str(value)

@@ -21,15 +21,13 @@ a half-written checkpoint.
 
 from __future__ import annotations
 
-import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from equipoise.core import checkpoint as core_checkpoint
 from equipoise.core.config import config_from_dict
 from equipoise.core.device import resolve_device
 
@@ -44,37 +42,14 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     missing = [key for key in _REQUIRED if key not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint is missing {', '.join(missing)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return core_checkpoint.save_checkpoint(path, checkpoint)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a vision checkpoint with ``torch.load(weights_only=True)`` and check its keys.
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for a
-    corrupt or truncated one, one that is not an equipoise vision checkpoint, or one missing keys.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {error}") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"checkpoint {str(path)!r} is not an equipoise vision checkpoint (format {found!r})")
-    missing = [key for key in _REQUIRED if key not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint {str(path)!r} is missing {', '.join(missing)}")
-    return checkpoint
+    """Read a vision checkpoint with ``torch.load(weights_only=True)`` and check its keys
+    (``equipoise.core.checkpoint.load_checkpoint``: ``FileNotFoundError`` for a missing file,
+    ``ValueError`` naming the file for a corrupt one, another format or missing keys)."""
+    return core_checkpoint.load_checkpoint(path, FORMAT, _REQUIRED, map_location)
 
 
 def model_from_checkpoint(

@@ -20,11 +20,10 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from equipoise.tabular.data import TabularData, prepare
 from equipoise.tabular.evaluate import FORMAT, evaluate, load_checkpoint, model_from_checkpoint, save_checkpoint
-from equipoise.tabular.train import fit, predict_proba
+from equipoise.tabular.train import METHODS, fit, predict_proba
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("EQUIPOISE_DATA") or ROOT.parent / "shared" / "data")
@@ -76,8 +75,13 @@ def test_evaluate_matches_sklearn_and_torchmetrics(split, model, tmp_path):
     predicted = (scores >= report.scalars["threshold"]).astype(int)
     assert report.confusion_matrix == confusion_matrix(labels, predicted).tolist()
     assert report.scalars["f1"] == pytest.approx(f1_score(labels, predicted), abs=1e-9)
-    two_class = torch.from_numpy(np.stack([1 - scores, scores], axis=1))
-    expected_ece = multiclass_calibration_error(two_class, torch.from_numpy(labels), num_classes=2, n_bins=15)
+    # ECE by hand: 15 equal bins (lo, hi] of the confidence max(p, 1 - p), count-weighted |accuracy - confidence|.
+    confidence = np.maximum(scores, 1 - scores)
+    correct = (scores >= 0.5).astype(int) == labels
+    bins = np.clip(np.ceil(confidence * 15).astype(int) - 1, 0, 14)
+    expected_ece = sum(
+        abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).sum() for b in np.unique(bins)
+    ) / len(labels)
     assert report.scalars["ece"] == pytest.approx(float(expected_ece), abs=1e-6)
     assert report.scalars["positive_rate_test"] == pytest.approx(labels.mean())
     for name in ("report.md", "metrics.json", "curves.png", "reliability.png", "confusion_matrix.png"):
@@ -105,7 +109,7 @@ def test_checkpoint_round_trip_gives_the_same_scores(split, model, tmp_path):
     restored, checkpoint = model_from_checkpoint(path)
     assert checkpoint["training_record"]["method"] == "naive"
     np.testing.assert_array_equal(predict_proba(restored, split.X_test), predict_proba(model, split.X_test))
-    assert not list(path.parent.glob("*.partial"))
+    assert [entry.name for entry in path.parent.iterdir()] == ["model.pt"]  # no temporary file left
 
 
 def test_bad_checkpoints_raise_clear_errors(tmp_path, model):
@@ -174,6 +178,7 @@ def test_benchmark_summary_is_mean_and_standard_error():
     assert rows["focal"]["seeds"] == 1 and rows["focal"]["diverged"] == 1
     assert math.isnan(rows["focal"]["auroc_se"])
     assert rows["l2rw"]["seeds"] == 0 and "auroc" not in rows["l2rw"]
+    assert sorted(bench.TABLE_ORDER) == sorted(bench.SCHEDULE_ORDER) == METHODS.names()  # every method, once
     # The authors' epoch: one pass of the under-sampled query loader, batches of 16.
     assert bench.authors_meta_steps(np.array([0] * 50 + [1] * 17)) == math.ceil(34 / 16)
 

@@ -42,19 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from equipoise.tabular.train import RESAMPLING_METHODS
+
 # Order of the paper's Table 2 (the names of equipoise.tabular.train.METHODS).
 TABLE_ORDER = [
     "naive",
-    "random_over",
-    "random_under",
-    "smote",
-    "borderline_smote",
-    "svm_smote",
-    "adasyn",
-    "near_miss",
-    "cluster_centroids",
-    "all_knn",
-    "smote_enn",
+    *RESAMPLING_METHODS,
     "class_weighted",
     "focal",
     "meta_weight_net",
