@@ -203,3 +203,15 @@ def test_benchmark_runs_scores_and_resumes(tmp_path, monkeypatch):
     assert bench.main(arguments) == 0  # resumed: nothing retrained, the same table
     assert (tmp_path / "out" / "loan_runs.jsonl").read_text().splitlines() == lines
     assert json.loads((tmp_path / "out" / "loan.json").read_text())["rows"] == payload["rows"]
+
+
+def test_scripts_reject_bad_arguments_with_a_message(capsys):
+    train_script = importlib.util.spec_from_file_location("train_tabular", ROOT / "tools" / "train_tabular.py")
+    module = importlib.util.module_from_spec(train_script)
+    train_script.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main(["--dataset", "loan", "--method", "naive", "--option", "gamma"])
+    assert "options are key=value (e.g. gamma=2), got 'gamma'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _benchmark().main(["--dataset", "loan", "--seeds", "1"])
+    assert "--seeds must be at least 2" in capsys.readouterr().err
