@@ -10,7 +10,7 @@ VENV_PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint benchmarks benchmark-losses benchmark-samplers benchmark-routing clean
+.PHONY: setup demo test lint benchmarks benchmark-losses benchmark-samplers benchmark-routing flower-env clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,19 @@ benchmark-samplers: $(STAMP)
 
 benchmark-routing: $(STAMP)
 	$(VENV_PYTHON) tools/benchmarks/routing.py
+
+# Flower is the comparison of the federated benchmark, not a dependency: flwr[simulation] pins its
+# own ray, so it lives in a venv of its own, with the project's torch, all in ONE pip command.
+FLOWER_VENV := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+FLOWER_REQUIREMENTS := torch==2.14.1 'flwr[simulation]==1.42.0' numpy
+
+flower-env: $(FLOWER_STAMP)
+
+$(FLOWER_STAMP): Makefile
+	@test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(FLOWER_REQUIREMENTS)
+	@touch $(FLOWER_STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

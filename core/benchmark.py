@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import inspect
 import statistics
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +22,15 @@ import torch.nn.functional as F
 from equipoise.core.losses import LOSSES
 from equipoise.core.testing import example_class_counts
 
-__all__ = ["LossTiming", "SOFTMAX_FAMILY", "benchmark_losses", "keep_freed_memory", "time_interleaved"]
+__all__ = [
+    "LossTiming",
+    "SOFTMAX_FAMILY",
+    "benchmark_losses",
+    "keep_freed_memory",
+    "process_tree",
+    "run_measured",
+    "time_interleaved",
+]
 
 #: Losses whose cost is dominated by one softmax over the classes, held to 1.5x cross-entropy.
 SOFTMAX_FAMILY = (
@@ -213,3 +224,94 @@ def benchmark_losses(
         )
     )
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# Wall time and peak memory of a command and every process it starts
+# --------------------------------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants, from ``/proc`` (Linux; ``[pid]`` elsewhere)."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return [pid]
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may hold spaces and parentheses
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        tree.append(current)
+        stack.extend(children.get(current, []))
+    return tree
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in KiB from ``/proc/PID/smaps_rollup``; zeros if it is gone."""
+    pss = rss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return pss, rss
+
+
+def run_measured(
+    command: list[str], *, env: Mapping[str, str] | None = None, interval: float = 0.2, cwd: str | None = None
+) -> dict[str, float | int]:
+    """Run ``command`` to completion; return its wall time and the peak memory of its process tree.
+
+    Every ``interval`` seconds the command's process and all its descendants (Ray's raylet, GCS
+    and worker processes included) are listed and their memory summed:
+
+    - ``peak_pss_mb``: the largest sum of proportional set sizes (shared pages such as libraries
+      and Ray's shared-memory object store divided among the processes mapping them), the fair
+      "memory this run uses" figure;
+    - ``peak_rss_mb``: the largest sum of resident set sizes (shared pages counted once per process);
+    - ``peak_processes``: the most processes alive at once; ``wall_s``; ``returncode``.
+
+    Read from ``/proc/PID/smaps_rollup`` (Linux); psutil is not a dependency of equipoise and this
+    is the one place that needs it. Output of the command is passed through.
+    """
+    peaks = {"pss": 0, "rss": 0, "processes": 0}
+    began = time.perf_counter()
+    child = subprocess.Popen(command, env=None if env is None else dict(env), cwd=cwd)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            tree = process_tree(child.pid)
+            sizes = [_memory_kib(pid) for pid in tree]
+            peaks["pss"] = max(peaks["pss"], sum(size[0] for size in sizes))
+            peaks["rss"] = max(peaks["rss"], sum(size[1] for size in sizes))
+            peaks["processes"] = max(peaks["processes"], len(tree))
+            done.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        returncode = child.wait()
+    finally:
+        done.set()
+        sampler.join()
+        if child.poll() is None:
+            child.kill()
+    return {
+        "wall_s": time.perf_counter() - began,
+        "peak_pss_mb": peaks["pss"] / 1024,
+        "peak_rss_mb": peaks["rss"] / 1024,
+        "peak_processes": peaks["processes"],
+        "returncode": returncode,
+    }
