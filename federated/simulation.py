@@ -292,7 +292,7 @@ class _RayPool:
 
     def __init__(
         self,
-        worker_args: tuple,
+        data: FederatedData,
         config: SimulationConfig,
         *,
         address: str | None,
@@ -315,17 +315,19 @@ class _RayPool:
                 Path(temp_dir).mkdir(parents=True, exist_ok=True)
                 options["_temp_dir"] = str(Path(temp_dir).resolve())
             ray.init(**options)
-        resources = ray.cluster_resources()
-        size = config.num_workers or _pool_size(resources, config)
-        model_fn, data, classifier, seed, _, train_fn = worker_args
+        self.config = config
+        self.size = config.num_workers or _pool_size(ray.cluster_resources(), config)
         self.data_ref = ray.put(data)  # the datasets go to the object store once
-        num_threads = _threads_per_client(config)
+        self.actors: list[Any] = []
+
+    def start(self, model_fn: Callable[[], nn.Module], classifier: str, seed: int, train_fn: TrainFn | None) -> None:
+        """Start the workers (after the caller let go of its copy of the data: a lower peak of memory)."""
+        ray, config = self.ray, self.config
         self.actor_class = ray.remote(ClientWorker).options(
             num_cpus=config.num_cpus_per_client, num_gpus=config.num_gpus_per_client
         )
-        self.actor_args = (model_fn, self.data_ref, classifier, seed, num_threads, train_fn)
-        self.actors = [self._new_actor() for _ in range(size)]
-        self.size = size
+        self.actor_args = (model_fn, self.data_ref, classifier, seed, _threads_per_client(config), train_fn)
+        self.actors = [self._new_actor() for _ in range(self.size)]
         try:  # a model_fn that fails, or a worker that cannot start, is an error of the setup: raise it now
             ray.get([actor.ready.remote() for actor in self.actors])
         except ray.exceptions.RayError as error:
@@ -507,25 +509,23 @@ def simulate(
     test_x, test_y = data.features(split="test"), data.labels(split="test")
     model.to(server_device)
 
-    worker_args = (model_fn, data, config.classifier, config.seed, None, train_fn)
     pool: _SerialPool | _RayPool | None = None
     try:
         if start_round < config.rounds:
             if backend == "serial":
+                worker_args = (model_fn, data, config.classifier, config.seed, None, train_fn)
                 pool = _SerialPool(worker_args, _threads_per_client(config))
+                del worker_args
             else:
-                pool = _RayPool(
-                    worker_args,
-                    config,
-                    address=ray_address,
-                    num_cpus=num_cpus,
-                    num_gpus=num_gpus,
-                    temp_dir=ray_temp_dir,
-                )
+                resources = {"num_cpus": num_cpus, "num_gpus": num_gpus, "temp_dir": ray_temp_dir}
+                pool = _RayPool(data, config, address=ray_address, **resources)
         # From here the server needs only the test tensors: with Ray the training set lives in the
-        # object store, and a caller that handed ``data`` over without keeping it gets its memory back.
+        # object store, and a caller that handed ``data`` over without keeping it gets its memory
+        # back before the workers start.
         num_classes = data.num_classes
-        del worker_args, data
+        del data
+        if isinstance(pool, _RayPool):
+            pool.start(model_fn, config.classifier, config.seed, train_fn)
         bar = tqdm(
             range(start_round + 1, config.rounds + 1),
             desc="rounds",
