@@ -708,6 +708,10 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: str | Path, title: 
     right.plot(rounds, sent, marker=".")
     right.set(xlabel="round", ylabel="MB sent (cumulative, both ways)", title="communication")
     right.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
