@@ -63,15 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _federated_simulate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    import yaml
-
-    from equipoise.core.config import ConfigError, config_to_dict
-    from equipoise.federated.config import available_recipes, load_federated_config, recipes_dir, run_federated
+    from equipoise.core.config import ConfigError, describe_recipes, dump_config
+    from equipoise.federated.config import load_federated_config, recipes_dir, run_federated
 
     if args.list:
-        for name in available_recipes():
-            text = (recipes_dir() / f"{name}.yaml").read_text(encoding="utf-8")
-            print(f"{name:30s} {yaml.safe_load(text).get('description', '')}")
+        print(describe_recipes(recipes_dir()))
         return 0
     if args.recipe is None:
         parser.error("federated simulate needs a recipe (see --list)")
@@ -80,7 +76,7 @@ def _federated_simulate(parser: argparse.ArgumentParser, args: argparse.Namespac
     except (ConfigError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.show:
-        print(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        print(dump_config(config))
         return 0
     try:
         run_federated(config, resume=not args.no_resume, progress=not args.no_progress)

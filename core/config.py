@@ -23,6 +23,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -33,10 +34,14 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "describe_recipes",
+    "dump_config",
     "load_config",
     "load_recipe",
     "merge",
+    "package_recipes",
     "parse_overrides",
+    "recipe_names",
 ]
 
 T = TypeVar("T")
@@ -301,3 +306,34 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
     raise TypeError(f"config schema type {hint!r} of {key} is not supported")
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped recipes, as every domain's command line lists and shows them
+# --------------------------------------------------------------------------------------------
+
+
+def package_recipes(package: str) -> Path:
+    """The ``recipes`` folder shipped inside ``package`` (e.g. ``"equipoise.vision"``)."""
+    return Path(str(resources.files(package) / "recipes"))
+
+
+def recipe_names(recipes_dir: str | Path) -> list[str]:
+    """The names (file stems) of the ``*.yaml`` recipes in ``recipes_dir``, sorted."""
+    return sorted(path.stem for path in Path(recipes_dir).glob("*.yaml"))
+
+
+def describe_recipes(recipes_dir: str | Path) -> str:
+    """One line per recipe in ``recipes_dir``: its name and its ``description`` key (``--list``)."""
+    names = recipe_names(recipes_dir)
+    width = max((len(name) for name in names), default=0) + 2
+    lines = []
+    for name in names:
+        data = yaml.safe_load((Path(recipes_dir) / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+        lines.append(f"{name:{width}s}{data.get('description', '')}")
+    return "\n".join(lines)
+
+
+def dump_config(config: Any) -> str:
+    """A config dataclass as the YAML a recipe would hold (``--show``)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -26,11 +26,10 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from equipoise.core.config import config_to_dict, load_config
+from equipoise.core.config import config_to_dict, load_config, package_recipes, recipe_names
 from equipoise.core.reporting import markdown_table
 from equipoise.federated.data import DATASET_STATS, load_federated_data
 from equipoise.federated.models import simple_cnn
@@ -112,12 +111,12 @@ class FederatedRunConfig:
 
 def recipes_dir() -> Path:
     """The folder of the recipes shipped with the package."""
-    return Path(str(resources.files("equipoise.federated") / "recipes"))
+    return package_recipes("equipoise.federated")
 
 
 def available_recipes() -> list[str]:
     """Names of the shipped recipes."""
-    return sorted(path.stem for path in recipes_dir().glob("*.yaml"))
+    return recipe_names(recipes_dir())
 
 
 def load_federated_config(recipe: str | Path | dict | None = None, overrides: Sequence[str] = ()) -> FederatedRunConfig:

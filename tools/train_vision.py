@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equipoise.core.config import ConfigError
-from equipoise.vision.config import available_recipes, load_train_config, recipes_dir
+from equipoise.core.config import ConfigError, describe_recipes, dump_config
+from equipoise.vision.config import load_train_config, recipes_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT/checkpoint.pt exists")
     args = parser.parse_args(argv)
     if args.list:
-        import yaml
-
-        for name in available_recipes():
-            text = (recipes_dir() / f"{name}.yaml").read_text(encoding="utf-8")
-            print(f"{name:18s} {yaml.safe_load(text).get('description', '')}")
+        print(describe_recipes(recipes_dir()))
         return 0
     if args.recipe is None:
         parser.error("a recipe is needed (see --list)")
@@ -42,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.show:
-        import yaml
-
-        from equipoise.core.config import config_to_dict
-
-        print(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        print(dump_config(config))
         return 0
     from equipoise.vision.train import train
 

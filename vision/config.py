@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from equipoise.core.config import ConfigError, load_config
+from equipoise.core.config import ConfigError, load_config, package_recipes, recipe_names
 
 __all__ = [
     "DataConfig",
@@ -221,12 +220,12 @@ class TrainConfig:
 
 def recipes_dir() -> Path:
     """The folder of the recipes shipped with the package."""
-    return Path(str(resources.files("equipoise.vision") / "recipes"))
+    return package_recipes("equipoise.vision")
 
 
 def available_recipes() -> list[str]:
     """Names of the shipped recipes (``ldam_drw``, ``ce`` ...)."""
-    return sorted(path.stem for path in recipes_dir().glob("*.yaml"))
+    return recipe_names(recipes_dir())
 
 
 def load_train_config(recipe: str | Path | dict | None = None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -502,3 +502,24 @@ def test_recipe_errors_surface_through_load_config(tmp_path):
         load_config(Run, path)
     with pytest.raises(ConfigError, match=re.escape("unknown key 'epoch' (did you mean 'epochs'?)")):
         load_config(Run, None, ["epoch=3"])
+
+
+def test_describe_recipes_lists_names_and_descriptions_and_dump_config_round_trips(tmp_path):
+    from dataclasses import dataclass
+
+    from equipoise.core.config import describe_recipes, dump_config, load_config, recipe_names
+
+    (tmp_path / "b_long_name.yaml").write_text("description: second one\nlr: 0.5\n")
+    (tmp_path / "a.yaml").write_text("lr: 0.1\n")  # no description
+    (tmp_path / "notes.txt").write_text("not a recipe")
+    assert recipe_names(tmp_path) == ["a", "b_long_name"]
+    assert describe_recipes(tmp_path).splitlines() == ["a            ", "b_long_name  second one"]
+
+    @dataclass
+    class Small:
+        description: str = ""
+        lr: float = 1.0
+
+    config = load_config(Small, "b_long_name", recipes_dir=tmp_path)
+    assert dump_config(config) == "description: second one\nlr: 0.5\n"
+    assert load_config(Small, yaml.safe_load(dump_config(config))) == config
