@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  equipoise federated simulate my_setup.yaml ray_address=auto",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # The arguments of equipoise.core.config.add_recipe_arguments, written out: importing equipoise.core
+    # loads torch, a second on every `equipoise --help`.
     simulate.add_argument("recipe", nargs="?", help="a shipped recipe name (see --list) or a YAML file")
     simulate.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. simulation.rounds=5"
@@ -63,20 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _federated_simulate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from equipoise.core.config import ConfigError, describe_recipes, dump_config
+    from equipoise.core.config import recipe_config_from_args
     from equipoise.federated.config import load_federated_config, recipes_dir, run_federated
 
-    if args.list:
-        print(describe_recipes(recipes_dir()))
-        return 0
-    if args.recipe is None:
-        parser.error("federated simulate needs a recipe (see --list)")
-    try:
-        config = load_federated_config(args.recipe, args.overrides)
-    except (ConfigError, FileNotFoundError) as error:
-        parser.error(str(error))
-    if args.show:
-        print(dump_config(config))
+    config = recipe_config_from_args(parser, args, load_federated_config, recipes_dir())
+    if config is None:
         return 0
     try:
         run_federated(config, resume=not args.no_resume, progress=not args.no_progress)

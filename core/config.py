@@ -31,6 +31,7 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "add_recipe_arguments",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
@@ -42,6 +43,7 @@ __all__ = [
     "package_recipes",
     "parse_overrides",
     "recipe_names",
+    "recipe_config_from_args",
 ]
 
 T = TypeVar("T")
@@ -337,3 +339,30 @@ def describe_recipes(recipes_dir: str | Path) -> str:
 def dump_config(config: Any) -> str:
     """A config dataclass as the YAML a recipe would hold (``--show``)."""
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def add_recipe_arguments(parser: Any, override_example: str) -> None:
+    """The arguments every recipe-driven command takes: ``recipe``, ``key=value`` overrides, ``--list``, ``--show``."""
+    parser.add_argument("recipe", nargs="?", help="a shipped recipe name (see --list) or a YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {override_example}")
+    parser.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
+    parser.add_argument("--show", action="store_true", help="print the merged config and exit")
+
+
+def recipe_config_from_args(parser: Any, args: Any, load: Any, recipes_dir: str | Path) -> Any | None:
+    """Handle :func:`add_recipe_arguments`' arguments: print for ``--list``/``--show`` and return ``None``,
+    else return ``load(args.recipe, args.overrides)``; a missing recipe or a bad config ends in
+    ``parser.error`` (exit code 2, the message on stderr)."""
+    if args.list:
+        print(describe_recipes(recipes_dir))
+        return None
+    if args.recipe is None:
+        parser.error("this command needs a recipe (see --list)")
+    try:
+        config = load(args.recipe, args.overrides)
+    except (ConfigError, FileNotFoundError) as error:
+        parser.error(str(error))
+    if args.show:
+        print(dump_config(config), end="")
+        return None
+    return config

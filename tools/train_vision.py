@@ -16,29 +16,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equipoise.core.config import ConfigError, describe_recipes, dump_config
+from equipoise.core.config import add_recipe_arguments, recipe_config_from_args
 from equipoise.vision.config import load_train_config, recipes_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", nargs="?", help="a shipped recipe name (see --list) or a YAML file")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optimizer.lr=0.05")
-    parser.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
-    parser.add_argument("--show", action="store_true", help="print the merged config and exit")
+    add_recipe_arguments(parser, "optimizer.lr=0.05")
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT/checkpoint.pt exists")
     args = parser.parse_args(argv)
-    if args.list:
-        print(describe_recipes(recipes_dir()))
-        return 0
-    if args.recipe is None:
-        parser.error("a recipe is needed (see --list)")
-    try:
-        config = load_train_config(args.recipe, args.overrides)
-    except (ConfigError, FileNotFoundError) as error:
-        parser.error(str(error))
-    if args.show:
-        print(dump_config(config))
+    config = recipe_config_from_args(parser, args, load_train_config, recipes_dir())
+    if config is None:
         return 0
     from equipoise.vision.train import train
 

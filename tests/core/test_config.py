@@ -523,3 +523,34 @@ def test_describe_recipes_lists_names_and_descriptions_and_dump_config_round_tri
     config = load_config(Small, "b_long_name", recipes_dir=tmp_path)
     assert dump_config(config) == "description: second one\nlr: 0.5\n"
     assert load_config(Small, yaml.safe_load(dump_config(config))) == config
+
+
+def test_recipe_arguments_list_show_load_and_refuse(tmp_path, capsys):
+    import argparse
+    from dataclasses import dataclass
+
+    from equipoise.core.config import add_recipe_arguments, recipe_config_from_args
+
+    @dataclass
+    class Small:
+        description: str = ""
+        lr: float = 1.0
+
+    (tmp_path / "base.yaml").write_text("description: the base\nlr: 0.5\n")
+
+    def load(recipe, overrides):
+        return load_config(Small, recipe, overrides, tmp_path)
+
+    parser = argparse.ArgumentParser(prog="tool")
+    add_recipe_arguments(parser, "lr=0.1")
+
+    def run(*argv):
+        return recipe_config_from_args(parser, parser.parse_args(argv), load, tmp_path)
+
+    assert run("--list") is None and capsys.readouterr().out == "base  the base\n"
+    assert run("base", "lr=0.25", "--show") is None and capsys.readouterr().out == "description: the base\nlr: 0.25\n"
+    assert run("base", "lr=0.25") == Small(description="the base", lr=0.25)
+    for argv, message in ((("",), "needs a recipe"), (("base", "rate=1"), "unknown key 'rate'"), (("nope",), "nope")):
+        with pytest.raises(SystemExit):
+            run(*[a for a in argv if a])
+        assert message in capsys.readouterr().err
