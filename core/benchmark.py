@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -232,40 +231,24 @@ def benchmark_losses(
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its live descendants, from ``/proc`` (Linux; ``[pid]`` elsewhere)."""
-    children: dict[int, list[int]] = {}
-    proc = Path("/proc")
-    if not proc.is_dir():
+    """``pid`` and all its live descendants (``psutil``)."""
+    import psutil
+
+    try:
+        return [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
         return [pid]
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may hold spaces and parentheses
-        children.setdefault(parent, []).append(int(entry.name))
-    tree, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        tree.append(current)
-        stack.extend(children.get(current, []))
-    return tree
 
 
 def _memory_kib(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in KiB from ``/proc/PID/smaps_rollup``; zeros if it is gone."""
-    pss = rss = 0
+    """(PSS, RSS) of one process in KiB (PSS where the platform has it, else RSS); zeros if it is gone."""
+    import psutil
+
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                pss = int(line.split()[1])
-            elif line.startswith("Rss:"):
-                rss = int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return pss, rss
+        info = psutil.Process(pid).memory_full_info()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0, 0
+    return getattr(info, "pss", info.rss) // 1024, info.rss // 1024
 
 
 def run_measured(
@@ -282,8 +265,8 @@ def run_measured(
     - ``peak_rss_mb``: the largest sum of resident set sizes (shared pages counted once per process);
     - ``peak_processes``: the most processes alive at once; ``wall_s``; ``returncode``.
 
-    Read from ``/proc/PID/smaps_rollup`` (Linux); psutil is not a dependency of equipoise and this
-    is the one place that needs it. Output of the command is passed through.
+    Read with psutil (PSS on Linux; elsewhere the RSS stands in for it). Output of the command is
+    passed through.
     """
     peaks = {"pss": 0, "rss": 0, "processes": 0}
     began = time.perf_counter()

@@ -11,7 +11,9 @@ import pytest
 
 from equipoise.core.benchmark import process_tree, run_measured
 
-linux_only = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").is_file(), reason="reads /proc (Linux)")
+linux_only = pytest.mark.skipif(
+    not Path("/proc/self/smaps_rollup").is_file(), reason="PSS is a Linux figure (/proc/PID/smaps_rollup)"
+)
 
 # A parent that touches 150 MiB, starts a child that touches 100 MiB, and waits for it: at the
 # moment both hold their buffers, the tree holds at least 250 MiB more than two bare interpreters.
