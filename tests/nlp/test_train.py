@@ -623,3 +623,37 @@ def test_ldam_drw_switches_to_effective_number_weights_at_drw_epoch(bert_folder,
             torch.testing.assert_close(call["class_weight"], expected)
     assert expected[0] > 5 * expected[1]  # the rare negatives weigh more
     assert json.loads((tmp_path / "run" / "model" / METADATA_FILE).read_text())["loss"] == "ldam"
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark driver (tools/benchmarks/nlp.py)
+# --------------------------------------------------------------------------------------------
+
+
+@needs_conll
+def test_benchmark_records_runs_skips_them_and_rescores_without_training(roberta_folder, tmp_path, monkeypatch):
+    from equipoise.nlp.evaluate import evaluate_nlp
+
+    spec = importlib.util.spec_from_file_location("nlp_benchmark", ROOT / "tools" / "benchmarks" / "nlp.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(bench.BENCHMARKS, "conll", ["conll_minilm_ce"])
+    overrides = [f"base_model={roberta_folder}", "max_train_examples=32", "max_eval_examples=16", "batch_size=8"]
+    common = ["conll", *overrides, "--output", str(tmp_path), "--root", str(SHARED), "--no-progress"]
+    assert bench.main([*common, "--max-test-examples", "12"]) == 0
+    runs = tmp_path / "conll_runs.jsonl"
+    (first,) = map(json.loads, runs.read_text().splitlines())
+    assert first["examples"] == 12 and first["train_s"] > 0 and "epoch(s)" in first["budget"]
+
+    trained = []
+    monkeypatch.setattr(bench, "_run", lambda *args: trained.append(args))
+    assert bench.main([*common, "--max-test-examples", "12"]) == 0  # finished: skipped
+    assert bench.main([*common, "--max-test-examples", "40", "--rescore"]) == 0
+    assert trained == []
+    (rescored,) = map(json.loads, runs.read_text().splitlines())
+    assert (rescored["train_s"], rescored["budget"]) == (first["train_s"], first["budget"])
+    expected = evaluate_nlp(tmp_path / "conll_minilm_ce" / "model", split="test", data_root=SHARED, max_examples=40)
+    assert rescored["examples"] == 40
+    assert (rescored["micro_f1"], rescored["macro_f1"]) == (expected["f1"], expected["macro_f1"])
+    table = json.loads((tmp_path / "conll.json").read_text())
+    assert table["rows"][0]["examples"] == 40

