@@ -75,11 +75,14 @@ def random_targets(num_classes: int, size: int, seed: int = 0) -> torch.Tensor:
 
 def _constructor_kwargs(cls: type, class_counts: torch.Tensor) -> dict[str, Any]:
     parameters = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
     if "class_counts" in parameters:
-        return {"class_counts": class_counts}
-    if "class_priors" in parameters:
-        return {"class_priors": class_counts / class_counts.sum()}
-    return {}
+        kwargs["class_counts"] = class_counts
+    elif "class_priors" in parameters:
+        kwargs["class_priors"] = class_counts / class_counts.sum()
+    if "auto_update" in parameters:
+        kwargs["auto_update"] = False  # online statistics (EQLv2) change between the checks' calls by design
+    return kwargs
 
 
 def hyper_parameters(module: nn.Module) -> dict[str, Any]:

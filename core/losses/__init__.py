@@ -17,6 +17,8 @@ and class statistics as buffers), built by name through one registry.
 | asymmetric | Ridnik et al. 2021, Asymmetric Loss for Multi-Label Classification |
 | dual_focal | Tao et al. 2023, Dual Focal Loss for Calibration |
 | squentropy | Hui et al. 2023, Cut your Losses with Squentropy |
+| eqlv2 | Tan et al. 2021, Equalization Loss v2 (sigmoid detection loss, online gradient statistics) |
+| seesaw, sigmoid_seesaw | Wang et al. 2021, Seesaw Loss for Long-Tailed Instance Segmentation (sigmoid: not in paper) |
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from equipoise.core.losses.class_balanced import (
 from equipoise.core.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from equipoise.core.losses.dice import DiceLoss, dice_loss
 from equipoise.core.losses.dual_focal import DualFocalLoss, dual_focal_loss
+from equipoise.core.losses.eqlv2 import EQLv2Loss, eqlv2_loss, eqlv2_weights
 from equipoise.core.losses.focal import FocalLoss, SigmoidFocalLoss, sigmoid_focal_loss, softmax_focal_loss
 from equipoise.core.losses.ldam import (
     DeferredReweighting,
@@ -55,6 +58,7 @@ from equipoise.core.losses.logit_adjust import (
     priors_from_counts,
     vs_loss,
 )
+from equipoise.core.losses.seesaw import SeesawLoss, SigmoidSeesawLoss, seesaw_loss, sigmoid_seesaw_loss
 from equipoise.core.losses.squentropy import SquentropyLoss, squentropy_loss
 
 __all__ = [
@@ -66,12 +70,15 @@ __all__ = [
     "DeferredReweighting",
     "DiceLoss",
     "DualFocalLoss",
+    "EQLv2Loss",
     "FocalLoss",
     "LDAMHingeLoss",
     "LDAMLoss",
     "LogitAdjustedLoss",
     "NormedLinear",
+    "SeesawLoss",
     "SigmoidFocalLoss",
+    "SigmoidSeesawLoss",
     "SquentropyLoss",
     "VSLoss",
     "asymmetric_loss",
@@ -83,13 +90,17 @@ __all__ = [
     "dice_loss",
     "dual_focal_loss",
     "effective_number_weights",
+    "eqlv2_loss",
+    "eqlv2_weights",
     "inverse_frequency_weights",
     "ldam_hinge_loss",
     "ldam_loss",
     "ldam_margins",
     "logit_adjusted_loss",
     "priors_from_counts",
+    "seesaw_loss",
     "sigmoid_focal_loss",
+    "sigmoid_seesaw_loss",
     "softmax_focal_loss",
     "squentropy_loss",
     "vs_loss",
