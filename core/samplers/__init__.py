@@ -14,6 +14,7 @@
 | deferred_resampling | DeferredResampling | Cao et al. 2019, LDAM-DRS |
 | random_over | RandomOverSampler | imbalanced-learn's RandomOverSampler, per epoch |
 | random_under | RandomUnderSampler | imbalanced-learn's RandomUnderSampler, per epoch |
+| repeat_factor | RepeatFactorSampler | Gupta et al. 2019 (LVIS): repeat factor sampling for multi-label images |
 
 The contract they share (labels, empty classes, seeds, epochs, DDP) is described in
 ``equipoise.core.samplers._common``; :func:`labels_of` reads labels from a dataset without
@@ -39,6 +40,7 @@ from equipoise.core.samplers.progressive import (
     progressive_class_probabilities,
     temperature_class_probabilities,
 )
+from equipoise.core.samplers.repeat_factor import RepeatFactorSampler, repeat_factors
 
 __all__ = [
     "SAMPLERS",
@@ -48,6 +50,7 @@ __all__ = [
     "ProgressivelyBalancedSampler",
     "RandomOverSampler",
     "RandomUnderSampler",
+    "RepeatFactorSampler",
     "SquareRootSampler",
     "TemperatureSampler",
     "as_labels",
@@ -57,6 +60,7 @@ __all__ = [
     "labels_of",
     "power_class_probabilities",
     "progressive_class_probabilities",
+    "repeat_factors",
     "sample_by_class",
     "temperature_class_probabilities",
 ]

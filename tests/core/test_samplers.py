@@ -78,6 +78,7 @@ def test_every_sampler_of_the_issue_is_registered():
         "progressive",
         "temperature",
         "deferred_resampling",
+        "repeat_factor",
         "random_over",
         "random_under",
     }
