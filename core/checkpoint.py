@@ -10,8 +10,11 @@ clear error naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import signal
+import threading
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["DeferredInterrupt", "file_sha256", "load_checkpoint", "load_state_dict_file", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
@@ -62,3 +65,75 @@ def load_checkpoint(
     if missing:
         raise ValueError(f"checkpoint {str(path)!r} is missing {', '.join(missing)}")
     return checkpoint
+
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """The hex sha256 digest of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state_dict_file(
+    path: str | os.PathLike, sha256: str | None = None, map_location: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """A plain ``state_dict`` file (torchvision's or timm's published weights), verified, then read safely.
+
+    ``sha256`` is the expected digest or a prefix of it of at least 8 hex digits (torchvision names
+    its files after the first 8 or 10, e.g. ``mobilenet_v2-b0353104.pth``); the file is hashed and
+    refused before anything is unpickled when it does not match. Reading uses
+    ``torch.load(weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a hash mismatch, a corrupt file, or a file that is not a dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {str(path)!r} does not exist")
+    if sha256 is not None:
+        expected = sha256.lower()
+        if len(expected) < 8 or any(char not in "0123456789abcdef" for char in expected):
+            raise ValueError(f"sha256 must be at least 8 hex digits, got {sha256!r}")
+        actual = file_sha256(path)
+        if not actual.startswith(expected):
+            raise ValueError(f"weights file {str(path)!r} has sha256 {actual}, expected {expected}...: refusing it")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        raise ValueError(f"weights file {str(path)!r} is corrupt or not a torch file: {error}") from None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError(f"weights file {str(path)!r} is not a state_dict (a dict of tensors)")
+    return state
+
+
+class DeferredInterrupt:
+    """Hold a Ctrl-C until the training loop reaches a point where the state is whole.
+
+    ``with DeferredInterrupt() as stop:`` turns the first SIGINT into ``stop.requested = True``;
+    the loop checks it after each step, saves a checkpoint of a finished step, and raises
+    ``KeyboardInterrupt`` itself. A second Ctrl-C raises at once (the last saved checkpoint is
+    then the one to resume from). Outside the main thread, where signal handlers cannot be set,
+    Ctrl-C is not deferred. The previous handler is restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

@@ -1,9 +1,18 @@
-"""core.checkpoint: the atomic save and the checked ``weights_only`` load every domain uses."""
+"""core.checkpoint: atomic save, checked ``weights_only`` load, sha256-verified weight files, deferred Ctrl-C."""
+
+import os
+import signal
 
 import pytest
 import torch
 
-from equipoise.core.checkpoint import load_checkpoint, save_checkpoint
+from equipoise.core.checkpoint import (
+    DeferredInterrupt,
+    file_sha256,
+    load_checkpoint,
+    load_state_dict_file,
+    save_checkpoint,
+)
 
 
 class _Arbitrary:
@@ -38,3 +47,30 @@ def test_every_bad_file_raises_naming_it(tmp_path):
     torch.save([1, 2], bare)
     with pytest.raises(ValueError, match="format 'list'"):
         load_checkpoint(bare, "equipoise.test/1")
+
+
+def test_state_dict_files_are_checked(tmp_path):
+    good = tmp_path / "weights.pth"
+    torch.save({"w": torch.ones(2)}, good)
+    digest = file_sha256(good)
+    assert torch.equal(load_state_dict_file(good, digest[:8])["w"], torch.ones(2))
+    assert torch.equal(load_state_dict_file(good, digest.upper())["w"], torch.ones(2))
+    with pytest.raises(ValueError, match="at least 8 hex digits"):
+        load_state_dict_file(good, "abc")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt or not a torch file"):
+        load_state_dict_file(tmp_path / "junk.pth")
+    torch.save({"w": [1, 2]}, tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="is not a state_dict"):
+        load_state_dict_file(tmp_path / "list.pth")
+
+
+def test_deferred_interrupt_holds_the_first_ctrl_c_and_raises_on_the_second():
+    previous = signal.getsignal(signal.SIGINT)
+    with DeferredInterrupt() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested  # held: the loop finishes its step, saves, then raises itself
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is previous
