@@ -657,3 +657,32 @@ def test_benchmark_records_runs_skips_them_and_rescores_without_training(roberta
     assert (rescored["micro_f1"], rescored["macro_f1"]) == (expected["f1"], expected["macro_f1"])
     table = json.loads((tmp_path / "conll.json").read_text())
     assert table["rows"][0]["examples"] == 40
+
+
+@needs_conll
+def test_learning_rate_sweep_picks_each_loss_on_validation_only(roberta_folder, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("nlp_benchmark_lr", ROOT / "tools" / "benchmarks" / "nlp.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(bench.BENCHMARKS, "conll", ["conll_minilm_ce", "conll_minilm_dice"])
+    overrides = [f"base_model={roberta_folder}", "max_train_examples=32", "max_eval_examples=16", "batch_size=8"]
+    arguments = ["conll-lr", *overrides, "--lrs", "1e-4", "3e-3", "--output", str(tmp_path), "--root", str(SHARED)]
+    assert bench.main([*arguments, "--max-test-examples", "12", "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "conll_lr.json").read_text())["rows"]
+    assert [(row["recipe"], row["lr"]) for row in rows] == [
+        ("conll_minilm_ce", 1e-4),
+        ("conll_minilm_ce", 3e-3),
+        ("conll_minilm_dice", 1e-4),
+        ("conll_minilm_dice", 3e-3),
+    ]
+    for recipe in ("conll_minilm_ce", "conll_minilm_dice"):
+        mine = [row for row in rows if row["recipe"] == recipe]
+        assert [row["chosen"] for row in mine].count("yes") == 1
+        chosen = next(row for row in mine if row["chosen"])
+        assert chosen["valid_micro_f1"] == max(row["valid_micro_f1"] for row in mine)
+    for row in rows:
+        run = tmp_path / "conll_lr" / row["run"]
+        assert json.loads((run / "validation.json").read_text())["f1"] == row["valid_micro_f1"]
+        assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == row["lr"]
+        log = json.loads((run / "train_log.json").read_text())
+        assert row["train_s"] == sum(entry["train_runtime"] for entry in log if "train_runtime" in entry)

