@@ -15,6 +15,15 @@ et al. denominator) is the one the authors recommend:
 per example ``i`` (token) and class ``c`` with ``p = softmax(z)`` and ``y`` one-hot, as in the
 authors' multi-class code (a one-vs-rest dice for each class, summed). Paper defaults:
 ``smooth = 1``, ``alpha = 0.01``, squared denominator.
+
+What the formula does to confidently wrong examples (tested): the gradient with respect to
+the logits shrinks in proportion to the probability of the true class (a bounded loss, unlike
+cross-entropy), and with ``alpha > 0`` it changes sign once that probability falls below about
+a third of ``alpha`` (0.003 for the paper's 0.01, two classes): the factor ``(1 - p) ** alpha``
+also multiplies the probability of the wrong class, which goes to 1, so that class's term
+vanishes and the loss falls as the example gets more wrong. On a task where the rare class is
+pushed that far early on (two classes at 10:1), training can lock into the majority class;
+``alpha = 0`` removes the sign change but not the vanishing pull.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,3 +213,24 @@ def test_dice_accepts_ignore_index_targets():
 def test_dice_module_bad_hyper_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DiceLoss(**kwargs)
+
+
+def test_confidently_wrong_examples_lose_their_pull_and_alpha_pushes_them_further_wrong():
+    # Two classes, logits (0, m): the example of class 0 has p = sigmoid(-m), more wrong as m grows.
+    # Cross-entropy's derivative with respect to m tends to 1. The dice loss's, without the
+    # self-adjusting factor (alpha = 0), stays positive but shrinks like p. With the paper's
+    # alpha = 0.01 it changes sign near p = 0.003: the factor (1 - p_j) ** alpha also multiplies the
+    # wrong class's probability p_j -> 1, which makes that class's term vanish, so the loss then
+    # falls as the example gets more wrong. This is the formula of Li et al. 2020 (and of their
+    # multi-class code), not a bug: it is why the self-adjusting dice collapses to the majority
+    # class on the 10:1 imbalanced IMDB (README, NLP benchmarks).
+    margins = torch.tensor([2.0, 4.0, 6.0, 8.0, 10.0], dtype=torch.float64, requires_grad=True)
+    logits = torch.stack([torch.zeros_like(margins), margins], dim=1)
+    target = torch.zeros(5, dtype=torch.long)
+    p = torch.sigmoid(-margins.detach())
+    (ce_grad,) = torch.autograd.grad(F.cross_entropy(logits, target, reduction="sum"), margins)
+    torch.testing.assert_close(ce_grad, 1 - p)
+    (plain,) = torch.autograd.grad(dice_loss(logits, target, alpha=0.0, reduction="sum"), margins)
+    assert torch.all(plain > 0) and torch.all(plain < 2.5 * p)  # pulls back, but only in proportion to p
+    (adjusted,) = torch.autograd.grad(dice_loss(logits, target, alpha=0.01, reduction="sum"), margins)
+    assert torch.all(adjusted[:2] > 0) and torch.all(adjusted[2:] < 0)  # past p ~ 0.003: pushed further wrong
