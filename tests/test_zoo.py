@@ -73,14 +73,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if mode in ("truncate", "stall"):  # half the promised bytes, then (after a stall) a closed connection
             payload = payload[: len(payload) // 2]
+            record["sent"] = len(payload)  # recorded first: the client may be done before this thread goes on
             self.wfile.write(payload)
             self.wfile.flush()
             if mode == "stall":
                 state.release.wait(10)
             self.close_connection = True
         else:
+            record["sent"] = len(payload)
             self.wfile.write(payload)
-        record["sent"] = len(payload)
 
     def log_message(self, format, *args) -> None:
         pass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equipoise.nlp.evaluate import evaluate_nlp, metrics_table
+from equipoise.nlp.commands import add_evaluate_arguments, run_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,54 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=32),
     )
-    parser.add_argument("folder", metavar="MODEL_FOLDER", help="saved model folder (holds equipoise_nlp.json)")
-    parser.add_argument(
-        "--split",
-        default="test",
-        metavar="SPLIT",
-        help="train | valid | test for CoNLL-2003, train | test for IMDB (default: test)",
-    )
-    parser.add_argument(
-        "--output", default=None, metavar="DIR", help="report folder (default: <folder>/../eval-<split>)"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=64, metavar="N", help="sentences or reviews per forward pass (default: 64)"
-    )
-    parser.add_argument(
-        "--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: auto: CUDA if present)"
-    )
-    parser.add_argument("--fp16", action="store_true", help="run the model in float16 (CUDA only; default: float32)")
-    parser.add_argument(
-        "--max-examples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="evaluate only N examples: the first sentences, or the first reviews of each class (default: all)",
-    )
-    parser.add_argument("--data-root", default=None, metavar="DIR", help="data folder (default: $EQUIPOISE_DATA)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-    try:
-        result = evaluate_nlp(
-            args.folder,
-            split=args.split,
-            output=args.output,
-            data_root=args.data_root,
-            batch_size=args.batch_size,
-            device=args.device,
-            max_examples=args.max_examples,
-            progress=not args.no_progress,
-            fp16=args.fp16,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    evaluation = result["evaluation"]
-    about = f"{result['dataset']} {result['split']}: {evaluation['examples']} examples on {evaluation['device']}"
-    print(f"{args.folder}, {about}")
-    print()
-    print(metrics_table(result))
-    print(f"report: {evaluation['output']}/report.md")
-    return 0
+    add_evaluate_arguments(parser)
+    return run_evaluate(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,29 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from equipoise.tabular.data import prepare
-from equipoise.tabular.evaluate import evaluate, model_from_checkpoint
+from equipoise.tabular.commands import add_evaluate_arguments, run_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="an equipoise.tabular checkpoint (.pt)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--data-root", default=None, metavar="DIR", help="data folder (default: $EQUIPOISE_DATA)")
-    parser.add_argument("--output", default=None, metavar="DIR", help="report folder (default: <checkpoint dir>/eval)")
-    args = parser.parse_args(argv)
-    from equipoise.core.device import resolve_device
-
-    model, checkpoint = model_from_checkpoint(args.checkpoint, resolve_device(args.device))
-    split = prepare(checkpoint["dataset"], args.data_root, seed=checkpoint["seed"], val_size=checkpoint["val_size"])
-    output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
-    method = checkpoint["training_record"].get("method", "?")
-    report = evaluate(model, split, output, title=f"{checkpoint['dataset']}: {method} (seed {checkpoint['seed']})")
-    print(report.to_markdown(f"{checkpoint['dataset']}: {method}, test split"))
-    print(f"\nreport: {output / 'report.md'}")
-    return 0
+    add_evaluate_arguments(parser)
+    return run_evaluate(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -17,33 +17,15 @@ Data: COCO128 from $EQUIPOISE_DATA (or data_root=DIR); any COCO-format set with 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from equipoise.core.config import add_recipe_arguments, recipe_config_from_args
-from equipoise.detection.train import load_detection_train_config, recipes_dir
+from equipoise.detection.commands import add_train_arguments, run_train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_recipe_arguments(parser, "iterations=100 lr=0.02")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT/checkpoint.pt exists")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-    config = recipe_config_from_args(parser, args, load_detection_train_config, recipes_dir())
-    if config is None:
-        return 0
-    from equipoise.detection.train import train_detection
-
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger("equipoise").setLevel(logging.INFO)  # what the data loader dropped, "resuming from ..."
-    try:
-        model_path = train_detection(config, resume=not args.no_resume, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"interrupted; the same command resumes from {config.output}/checkpoint.pt", file=sys.stderr)
-        return 130
-    print(f"finished: {model_path}; evaluate with: python tools/eval_detection.py {model_path}")
-    return 0
+    add_train_arguments(parser)
+    return run_train(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -17,32 +17,15 @@ log in OUTPUT/train_log.json, the last validation scores in OUTPUT/validation.js
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from equipoise.core.config import add_recipe_arguments, recipe_config_from_args
-from equipoise.nlp.train import load_nlp_train_config, recipes_dir
+from equipoise.nlp.commands import add_train_arguments, run_train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_recipe_arguments(parser, "lr=5e-5 epochs=2")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT/checkpoints exists")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = parser.parse_args(argv)
-    config = recipe_config_from_args(parser, args, load_nlp_train_config, recipes_dir())
-    if config is None:
-        return 0
-    from equipoise.nlp.train import train_nlp
-
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger("equipoise").setLevel(logging.INFO)  # "resuming from ..."
-    try:
-        model_dir = train_nlp(config, resume=not args.no_resume, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        return 130
-    print(f"finished: {model_dir} (model, tokenizer, equipoise_nlp.json); log and validation scores in {config.output}")
-    return 0
+    add_train_arguments(parser)
+    return run_train(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -17,20 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import yaml
-
-from equipoise.tabular.data import DATASETS, prepare
-from equipoise.tabular.evaluate import evaluate, save_checkpoint
-from equipoise.tabular.train import available_methods, fit
-
-
-def _option(text: str) -> tuple[str, object]:
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise argparse.ArgumentTypeError(f"options are key=value (e.g. gamma=2), got {text!r}")
-    return key, yaml.safe_load(value)
+from equipoise.tabular.commands import add_train_arguments, run_train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,52 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=32),
     )
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="loan or fraud")
-    parser.add_argument("--method", required=True, choices=available_methods(), metavar="METHOD", help="see above")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the run (default: 0)")
-    parser.add_argument("--epochs", type=int, default=100, help="passes over the training data (default: 100)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's, per task)")
-    parser.add_argument(
-        "--val-size", type=float, default=0.2, help="validation share of the training part (default: 0.2)"
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--data-root", default=None, metavar="DIR", help="data folder (default: $EQUIPOISE_DATA)")
-    parser.add_argument(
-        "--output", default=None, metavar="DIR", help="run folder (default: results/tabular/runs/DATASET-METHOD-sSEED)"
-    )
-    parser.add_argument(
-        "--option",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a method option, YAML value (e.g. gamma=1.5, meta_steps=40); repeatable",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-    output = Path(args.output or f"results/tabular/runs/{args.dataset}-{args.method}-s{args.seed}")
-
-    split = prepare(args.dataset, args.data_root, seed=args.seed, val_size=args.val_size)
-    print(split.describe())
-    validation = {"X_val": split.X_val, "y_val": split.y_val} if split.X_val is not None else {}
-    model = fit(
-        args.method,
-        split.X_train,
-        split.y_train,
-        network=args.dataset,
-        seed=args.seed,
-        epochs=args.epochs,
-        lr=args.lr,
-        device=args.device,
-        progress=not args.no_progress,
-        **validation,
-        **dict(args.option),
-    )
-    path = save_checkpoint(model, output / "model.pt", dataset=args.dataset, seed=args.seed, val_size=args.val_size)
-    report = evaluate(model, split, output, title=f"{args.dataset}: {args.method} (seed {args.seed})")
-    print(report.to_markdown(f"{args.dataset}: {args.method}, test split"))
-    print(f"\ncheckpoint: {path}\nreport: {output / 'report.md'}")
-    return 0
+    add_train_arguments(parser)
+    return run_train(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

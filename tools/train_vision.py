@@ -16,26 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equipoise.core.config import add_recipe_arguments, recipe_config_from_args
-from equipoise.vision.config import load_train_config, recipes_dir
+from equipoise.vision.commands import add_train_arguments, run_train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_recipe_arguments(parser, "optimizer.lr=0.05")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT/checkpoint.pt exists")
-    args = parser.parse_args(argv)
-    config = recipe_config_from_args(parser, args, load_train_config, recipes_dir())
-    if config is None:
-        return 0
-    from equipoise.vision.train import train
-
-    try:
-        output = train(config, resume=not args.no_resume)
-    except KeyboardInterrupt:
-        return 130
-    print(f"finished: {output} (checkpoint.pt, log.jsonl, metrics.json)")
-    return 0
+    add_train_arguments(parser)
+    return run_train(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
