@@ -116,7 +116,8 @@ class DeferredInterrupt:
     the loop checks it after each step, saves a checkpoint of a finished step, and raises
     ``KeyboardInterrupt`` itself. A second Ctrl-C raises at once (the last saved checkpoint is
     then the one to resume from). Outside the main thread, where signal handlers cannot be set,
-    Ctrl-C is not deferred. The previous handler is restored on exit.
+    Ctrl-C is not deferred; a process that ignores SIGINT (``nohup``, a background job) keeps
+    ignoring it. The previous handler is restored on exit.
     """
 
     def __init__(self) -> None:
@@ -129,7 +130,8 @@ class DeferredInterrupt:
         self.requested = True
 
     def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # e.g. nohup: stays ignored
+        if threading.current_thread() is threading.main_thread() and not ignored:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 

@@ -139,7 +139,8 @@ def _weights(
     pos: torch.Tensor, neg: torch.Tensor, gamma: float, mu: float, alpha: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     has_neg = neg > 0
-    ratio = pos / torch.where(has_neg, neg, 1.0)
+    # A tiny neg (a denormal) overflows the ratio to inf, and gamma = 0 would then give 0 * inf = NaN.
+    ratio = (pos / torch.where(has_neg, neg, 1.0)).clamp_max(torch.finfo(pos.dtype).max)
     neg_weight = torch.sigmoid(gamma * (ratio - mu))
     # neg == 0 < pos: g = inf, sigmoid(+inf) = 1 (0.5 for gamma = 0, whose mapping is constant).
     neg_weight = torch.where(has_neg, neg_weight, 1.0 if gamma > 0 else 0.5)

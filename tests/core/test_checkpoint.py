@@ -66,11 +66,19 @@ def test_state_dict_files_are_checked(tmp_path):
 
 
 def test_deferred_interrupt_holds_the_first_ctrl_c_and_raises_on_the_second():
-    previous = signal.getsignal(signal.SIGINT)
-    with DeferredInterrupt() as stop:
-        assert not stop.requested
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.requested  # held: the loop finishes its step, saves, then raises itself
-        with pytest.raises(KeyboardInterrupt):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with DeferredInterrupt() as stop:
+            assert not stop.requested
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is previous
+            assert stop.requested  # held: the loop finishes its step, saves, then raises itself
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+        with DeferredInterrupt() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not stop.requested
+    finally:
+        signal.signal(signal.SIGINT, previous)

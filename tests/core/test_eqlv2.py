@@ -124,6 +124,14 @@ def test_weights_do_not_depend_on_the_scale_of_the_statistics():
         torch.testing.assert_close(r, torch.tensor(expected_r, dtype=torch.float64), rtol=1e-12, atol=0)
 
 
+def test_weights_stay_finite_when_the_ratio_overflows():
+    # a denormal negative statistic makes pos / neg overflow to inf; gamma = 0 must not give 0 * inf = NaN
+    r, q = eqlv2_weights([1.0, 0.0], [2.2250738585e-313, 0.0], gamma=0.0, mu=0.0, alpha=0.0)
+    assert q.tolist() == [0.5, 1.0] and r.tolist() == [1.0, 1.0]
+    r, q = eqlv2_weights([1.0], [2.2250738585e-313], gamma=12.0, mu=0.8, alpha=4.0)
+    assert q.tolist() == [1.0] and r.tolist() == [1.0]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     pos=st.lists(st.floats(0, 1e6), min_size=4, max_size=4),

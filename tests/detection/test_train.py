@@ -230,11 +230,15 @@ def interrupt_at_step(monkeypatch, step, action):
 def test_ctrl_c_finishes_the_iteration_saves_and_resumes_to_the_same_weights(tmp_path, monkeypatch):
     config = tiny(tmp_path / "straight", loss="eqlv2", checkpoint_every=10)
     straight = train_detection(config, progress=False)
-    interrupt_at_step(monkeypatch, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
-    with pytest.raises(KeyboardInterrupt):
-        train_detection(dataclasses.replace(config, output=str(tmp_path / "run")), progress=False)
-    monkeypatch.undo()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI may ignore SIGINT)
+    try:
+        interrupt_at_step(monkeypatch, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
+        with pytest.raises(KeyboardInterrupt):
+            train_detection(dataclasses.replace(config, output=str(tmp_path / "run")), progress=False)
+        monkeypatch.undo()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["iteration"] == 3
     assert not (tmp_path / "run" / "model.pt").exists()
     resumed = train_detection(dataclasses.replace(config, output=str(tmp_path / "run")), progress=False)
