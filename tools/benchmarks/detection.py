@@ -9,8 +9,10 @@ initialisation (ImageNet MobileNetV2, seed 0) and schedule, trained on the 128 C
 scored on the same images: a fit test (how well each loss learns the rare classes it saw), not a
 generalisation result. AP by frequency group uses boundaries scaled to COCO128 (rare: 1-2 training
 images, common: 3-5, frequent: 6 or more; LVIS's 10/100 would leave the frequent group empty).
-Runs go to ``OUTPUT/<recipe>/``; finished ones are recorded in ``OUTPUT/cpu_runs.jsonl`` and skipped
-when the command is run again (``--fresh``: start over); an interrupted run resumes from its checkpoint.
+A run whose loss or weights become non-finite is recorded as diverged (with the last logged
+iteration) and the table goes on. Runs go to ``OUTPUT/<recipe>/``; finished ones are recorded in
+``OUTPUT/cpu_runs.jsonl`` and skipped when the command is run again (``--fresh``: start over); an
+interrupted run resumes from its checkpoint.
 
 ``gpu``: the ``coco_r50_fpn_1x`` recipe with ``--images``/``--annotations`` pointing at COCO 2017
 (train2017 for training; ``--val-images``/``--val-annotations`` for val2017), beside the reference
@@ -89,6 +91,8 @@ def _runs(path: Path, fresh: bool) -> dict[str, dict[str, Any]]:
 
 
 def cpu(args: argparse.Namespace, output: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from equipoise.detection.train import load_detection_train_config
+
     runs_path = output / "cpu_runs.jsonl"
     done = _runs(runs_path, args.fresh)
     for recipe in CPU_RECIPES:
@@ -98,9 +102,22 @@ def cpu(args: argparse.Namespace, output: Path) -> tuple[list[dict[str, Any]], d
         overrides = [f"output={output / recipe}", *args.overrides]
         if args.root is not None:
             overrides.append(f"data_root={args.root}")
-        done[recipe] = _train_and_score(
-            recipe, overrides, args, data_root=args.root, rare_max=RARE_MAX, common_max=COMMON_MAX
-        )
+        try:
+            done[recipe] = _train_and_score(
+                recipe, overrides, args, data_root=args.root, rare_max=RARE_MAX, common_max=COMMON_MAX
+            )
+        except (FloatingPointError, ValueError) as error:  # a diverged run is a result, not a crash
+            if "non-finite" not in str(error):
+                raise
+            log = [json.loads(line) for line in (output / recipe / "train_log.jsonl").read_text().splitlines()]
+            config = load_detection_train_config(recipe, overrides)
+            done[recipe] = {
+                "recipe": recipe,
+                "loss": config.loss,
+                "loss_options": json.dumps(config.loss_options, sort_keys=True),
+                "diverged": f"after iteration {log[-1]['iteration'] if log else 0}",
+            }
+            print(f"{recipe} diverged: {error}", flush=True)
         with runs_path.open("a") as file:
             file.write(json.dumps(done[recipe]) + "\n")
     meta = {
@@ -110,7 +127,9 @@ def cpu(args: argparse.Namespace, output: Path) -> tuple[list[dict[str, Any]], d
     }
     if args.overrides:
         meta["overrides"] = " ".join(args.overrides)
-    return [done[recipe] for recipe in CPU_RECIPES], meta
+    rows = [done[recipe] for recipe in CPU_RECIPES]
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # diverged runs have fewer keys
+    return [{key: row.get(key, "") for key in columns} for row in rows], meta
 
 
 def gpu(args: argparse.Namespace, output: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
