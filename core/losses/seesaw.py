@@ -127,24 +127,27 @@ def sigmoid_seesaw_loss(
     """Seesaw factors carried over to one sigmoid per class (not in Wang et al. 2021).
 
     For one-stage detectors such as RetinaNet, whose head has one sigmoid per class and no
-    background class. For a foreground row of class ``i``, the negative BCE term of every other
-    class ``j`` is multiplied by ``S_ij = M_ij * C_ij``::
+    background class. For a foreground row of class ``i``, the logit of every other class ``j``
+    is shifted by ``log S_ij`` in its negative BCE term, ``S_ij = M_ij * C_ij``::
 
-        loss_ij = -log(sigmoid(z_ij))                  j = i   (weight 1)
-        loss_ij = -S_ij * log(1 - sigmoid(z_ij))       j != i
+        loss_ij = -log(sigmoid(z_ij))                          j = i
+        loss_ij = -log(1 - sigmoid(z_ij + log S_ij))           j != i
         M_ij    = (N_j / N_i) ** p          if N_i > N_j else 1
         C_ij    = (s_j / max(s_i, eps)) ** q   if larger than 1, else 1,   s = sigmoid(z), no gradient
 
-    Background rows (all targets 0) and positive terms keep weight 1.
+    Background rows (all targets 0) and positive terms are plain BCE.
 
-    Why this is the natural carry-over: in the softmax form the gradient that a sample of class
-    ``i`` puts on ``z_j`` is ``sigma_hat_j = S_ij exp(z_j) / sum_k S_ik exp(z_k)``: relative to
-    cross-entropy, seesaw scales the negative gradient on each ``j`` by ``S_ij`` (times a factor
-    shared by the whole row). With one sigmoid per class that negative gradient is
-    ``sigmoid(z_j)``, and multiplying its BCE term by ``S_ij`` scales it by exactly ``S_ij``: the
-    samples of frequent classes stop drowning the rare classes in negative gradients
-    (mitigation), while a class the sample is mistaken for is still pushed down (compensation).
-    Background anchors belong to no class, so there is no ratio ``N_j / N_i`` for them.
+    Why this is the carry-over: the softmax form adds ``log S_ij`` to the logit of each other
+    class inside the softmax, so the negative gradient a sample of class ``i`` puts on ``z_j``
+    is ``S_ij exp(z_j) / sum_k S_ik exp(z_k)``: scaled by ``S_ij`` while small, and never above 1.
+    With one sigmoid per class the same shift gives the negative gradient
+    ``sigmoid(z_j + log S_ij)``: about ``S_ij * sigmoid(z_j)`` while small (the samples of
+    frequent classes stop drowning rare classes in negative gradients: mitigation; a class the
+    sample is mistaken for is pushed down harder: compensation), and bounded by 1. Multiplying
+    the BCE term by ``S_ij`` instead has the same small-probability behaviour but no bound: with
+    the reference's ``eps = 0.01`` the compensation reaches ``1e4`` and a RetinaNet head
+    diverges in its first iterations (measured). Background anchors belong to no class, so
+    there is no ratio ``N_j / N_i`` for them.
 
     Rows with several positive classes (multi-label data) use, for each negative ``j``, the
     largest mitigation and the largest compensation over the row's positive classes: the
@@ -181,12 +184,10 @@ def sigmoid_seesaw_loss(
             log_sigmoid = F.logsigmoid(x.detach())
             log_self = log_sigmoid.masked_fill(~positive, math.inf).amin(1, keepdim=True).clamp_min(math.log(eps))
             log_s = log_s + q * (log_sigmoid - log_self).clamp_min(0.0)
-    weighted = positive.any(1, keepdim=True) & ~positive  # negatives of foreground rows
-    weight = torch.where(weighted, log_s.exp(), 1.0) if (p > 0 or q > 0) else None
-    loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-    if weight is not None:
-        loss = loss * weight
-    return reduce(loss, reduction)
+    if p > 0 or q > 0:
+        shifted = positive.any(1, keepdim=True) & ~positive  # negatives of foreground rows
+        x = x + torch.where(shifted, log_s, 0.0)
+    return reduce(F.binary_cross_entropy_with_logits(x, y, reduction="none"), reduction)
 
 
 def _log_counts(counts: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,7 @@ def _seesaw_oracle(logits, target, counts, p, q, eps, ignore_index=-100):
 
 
 def _sigmoid_seesaw_oracle(logits, targets, counts, p, q, eps):
-    """Elementwise BCE, the negatives of foreground rows times S_ij (max over the positives i)."""
+    """Elementwise BCE, the negatives of foreground rows on z_j + log S_ij (S: max over the positives i)."""
     rows = []
     for z_row, y_row in zip(logits.tolist(), targets.tolist()):
         s = [1.0 / (1.0 + math.exp(-z)) for z in z_row]
@@ -75,7 +75,7 @@ def _sigmoid_seesaw_oracle(logits, targets, counts, p, q, eps):
                 weight = max(_mitigation(counts[i], counts[j], p) for i in positives) * max(
                     _compensation(s[i], s[j], q, eps) for i in positives
                 )
-            row.append(-weight * math.log(1.0 - s[j]))
+            row.append(math.log1p(math.exp(z_row[j] + math.log(weight))))  # -log(1 - sigmoid(z + log S))
         rows.append(row)
     return torch.tensor(rows, dtype=torch.float64)
 
@@ -233,12 +233,13 @@ def test_seesaw_non_negative_and_matches_loop(values, labels, counts, p, q):
 def test_sigmoid_seesaw_hand_worked():
     # One foreground row of class 0 (N = [100, 10, 1000]), logits [0, ln 3, 0] -> s = [0.5, 0.75, 0.5].
     # p = q = 1: S_01 = (10/100) * (0.75/0.5) = 0.15, S_02 = 1 * 1 = 1.
-    # loss = [ln 2, 0.15 * ln 4, ln 2]; a background row keeps plain BCE.
+    # The negative term of class 1 is -log(1 - sigmoid(ln 3 + ln 0.15)) = ln(1 + 3 * 0.15) = ln 1.45;
+    # loss = [ln 2, ln 1.45, ln 2]; a background row keeps plain BCE.
     logits = torch.tensor([[0.0, math.log(3.0), 0.0], [0.0, math.log(3.0), 0.0]], dtype=torch.float64)
     targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     got = sigmoid_seesaw_loss(logits, targets, [100.0, 10.0, 1000.0], p=1.0, q=1.0, reduction="none")
     ln2, ln4 = math.log(2.0), math.log(4.0)
-    expected = torch.tensor([[ln2, 0.15 * ln4, ln2], [ln2, ln4, ln2]], dtype=torch.float64)
+    expected = torch.tensor([[ln2, math.log(1.45), ln2], [ln2, ln4, ln2]], dtype=torch.float64)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
 
 
@@ -279,13 +280,28 @@ def test_sigmoid_seesaw_mitigation_direction_and_constant_factors():
     targets = _detection_targets(40, 4, seed=17)
     (grad,) = torch.autograd.grad(sigmoid_seesaw_loss(logits, targets, counts, q=0.0, reduction="sum"), logits)
     (bce_grad,) = torch.autograd.grad(F.binary_cross_entropy_with_logits(logits, targets, reduction="sum"), logits)
-    # The negative gradient sigmoid(z_j) is scaled by exactly M_ij: below BCE's on rarer classes,
-    # equal on more frequent ones, on background rows and on the positives.
+    # The negative gradient on class j is sigmoid(z_j + log M_ij): below BCE's sigmoid(z_j) on rarer
+    # classes (about M_ij times it while small, never above 1), equal on more frequent ones, on
+    # background rows and on the positives.
     for row in range(40):
         positives = targets[row].nonzero().flatten().tolist()
         for j in range(4):
             factor = 1.0 if (not positives or j in positives) else _mitigation(counts[positives[0]], counts[j], 0.8)
-            assert float(grad[row, j]) == pytest.approx(factor * float(bce_grad[row, j]), rel=1e-10, abs=1e-15)
+            if factor == 1.0:
+                assert float(grad[row, j]) == pytest.approx(float(bce_grad[row, j]), rel=1e-10, abs=1e-15)
+            else:
+                expected = torch.sigmoid(logits[row, j].detach() + math.log(factor))
+                assert float(grad[row, j]) == pytest.approx(float(expected), rel=1e-10)
+                assert float(grad[row, j]) < float(bce_grad[row, j])
+
+
+def test_sigmoid_seesaw_negative_gradients_stay_bounded():
+    # A foreground anchor of class 0 whose own probability is tiny and which looks like class 1:
+    # the compensation reaches (1 / eps) ** q = 1e4, yet the gradient on z_1 stays below 1.
+    logits = torch.tensor([[-12.0, 8.0, -3.0]], dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(sigmoid_seesaw_loss(logits, targets, [5.0, 5.0, 5.0], reduction="sum"), logits)
+    assert 0.99 < float(grad[0, 1]) < 1.0 and torch.isfinite(grad).all()
 
 
 # --------------------------------------------------------------------------------------------
