@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from equipoise.core.losses import EQLv2Loss, build_loss, eqlv2_loss, eqlv2_weights
@@ -36,6 +36,8 @@ def _weights_oracle(pos_grad, neg_grad, gamma, mu, alpha):
             q = 1.0
         elif neg == 0:
             q = 1.0 if gamma > 0 else 0.5
+        elif gamma == 0:  # the mapping is constant, even where pos / neg overflows to inf
+            q = 0.5
         else:
             q = 1.0 / (1.0 + math.exp(-gamma * (pos / neg - mu)))
         neg_weights.append(q)
@@ -132,6 +134,7 @@ def test_weights_stay_finite_when_the_ratio_overflows():
     assert q.tolist() == [1.0] and r.tolist() == [1.0]
 
 
+@example(pos=[0.0, 0.0, 0.0, 1.0], neg=[0.0, 0.0, 0.0, 2.225073858507e-311], gamma=0.0, mu=0.0, alpha=0.0)
 @settings(max_examples=60, deadline=None)
 @given(
     pos=st.lists(st.floats(0, 1e6), min_size=4, max_size=4),
