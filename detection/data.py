@@ -75,6 +75,7 @@ __all__ = [
     "COCO128_FOLDER",
     "CocoDetection",
     "HorizontalFlip",
+    "flip_horizontal",
     "collate",
     "frequency_groups",
     "load_coco128",
@@ -395,6 +396,13 @@ def frequency_groups(class_image_counts: ArrayLike, rare_max: int = 10, common_m
     }
 
 
+def flip_horizontal(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+    """``image`` and its xyxy ``target["boxes"]`` mirrored left to right (torchvision's geometry)."""
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
+    flipped = tvf.horizontal_flip(boxes).as_subclass(torch.Tensor)
+    return tvf.horizontal_flip(image), {**target, "boxes": flipped}
+
+
 class HorizontalFlip:
     """Training transform: with probability ``p``, mirror the image and its boxes left to right.
 
@@ -421,9 +429,7 @@ class HorizontalFlip:
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         if float(torch.rand((), generator=self.generator)) >= self.p:
             return image, target
-        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
-        flipped = tvf.horizontal_flip(boxes).as_subclass(torch.Tensor)
-        return tvf.horizontal_flip(image), {**target, "boxes": flipped}
+        return flip_horizontal(image, target)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p})"

@@ -50,7 +50,7 @@ from equipoise.core.config import ConfigError, config_to_dict, load_config, pack
 from equipoise.core.device import resolve_device
 from equipoise.core.samplers import RepeatFactorSampler
 from equipoise.core.samplers._common import _epoch_generator
-from equipoise.detection.data import CocoDetection, collate, load_coco128
+from equipoise.detection.data import CocoDetection, collate, flip_horizontal, load_coco128
 from equipoise.detection.models import BACKBONES, build_retinanet, head_loss
 
 __all__ = [
@@ -253,13 +253,7 @@ class _Flipped(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index, flip = key
         image, target = self.dataset[index]
-        if flip:
-            width = image.shape[-1]
-            image = image.flip(-1)
-            boxes = target["boxes"].clone()
-            boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-            target = {**target, "boxes": boxes}
-        return image, target
+        return flip_horizontal(image, target) if flip else (image, target)
 
 
 def _epoch_batches(
