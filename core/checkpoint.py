@@ -58,6 +58,10 @@ def load_checkpoint(
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
         raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {error}") from None
+    except OSError as error:  # torch's zip reader on some truncated files: "[Errno 22] Invalid argument"
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {error}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != format:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"checkpoint {str(path)!r} is not an {format} checkpoint (format {found!r})")

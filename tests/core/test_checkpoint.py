@@ -35,6 +35,12 @@ def test_every_bad_file_raises_naming_it(tmp_path):
     truncated.write_bytes(good.read_bytes()[:40])
     with pytest.raises(ValueError, match="truncated.pt.*corrupt"):
         load_checkpoint(truncated, "equipoise.test/1")
+    # Cut inside the data records: torch's zip reader raises OSError ("[Errno 22] Invalid argument") there.
+    big = save_checkpoint(tmp_path / "big.pt", {"format": "equipoise.test/1", "w": torch.zeros(1000)})
+    for fraction in (0.5, 0.8):
+        truncated.write_bytes(big.read_bytes()[: int(big.stat().st_size * fraction)])
+        with pytest.raises(ValueError, match="truncated.pt.*corrupt"):
+            load_checkpoint(truncated, "equipoise.test/1")
     pickled = tmp_path / "pickled.pt"  # an arbitrary object: refused by weights_only, never unpickled
     torch.save({"format": "equipoise.test/1", "object": _Arbitrary()}, pickled)
     with pytest.raises(ValueError, match="corrupt or not a torch checkpoint"):
