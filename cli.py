@@ -17,6 +17,7 @@ sub-commands adds its arguments only when it is the one parsed (:class:`_LazyPar
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import functools
 import importlib
 import json
@@ -29,15 +30,16 @@ from typing import Any
 
 from equipoise import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "parse_args_with_overrides"]
 
 #: The domains of ``train`` and ``evaluate``; each has ``equipoise.<domain>.commands``.
 DOMAINS = ("vision", "nlp", "detection", "tabular")
 
 #: Recipe-driven domains: the module holding ``recipes_dir()`` and the config loader, the loader's
-#: name, and the command that runs a recipe. Tabular runs have no recipe (``--dataset``/``--method``).
+#: name, and the command that runs a recipe.
 _RECIPES = {
     "vision": ("equipoise.vision.config", "load_train_config", "equipoise train vision"),
+    "tabular": ("equipoise.tabular.config", "load_train_config", "equipoise train tabular"),
     "nlp": ("equipoise.nlp.train", "load_nlp_train_config", "equipoise train nlp"),
     "detection": ("equipoise.detection.train", "load_detection_train_config", "equipoise train detection"),
     "federated": ("equipoise.federated.config", "load_federated_config", "equipoise federated simulate"),
@@ -72,14 +74,14 @@ _TRAIN = {
         "  equipoise train detection coco128_mobilenet_eqlv2 iterations=100 --output /tmp/eqlv2",
     ),
     "tabular": (
-        "one method of MetaBalance's Table 2 on loan default or credit-card fraud",
-        "Train one method on a tabular data set (no recipes: --dataset and --method, with the paper's settings "
-        "for the method unless overridden), save OUTPUT/model.pt and evaluate it on the test split (report.md, "
-        "metrics.json, curves.png, reliability.png, confusion_matrix.png). Methods: naive, the imbalanced-learn "
-        "resamplers, class_weighted, focal, meta_weight_net, l2rw, metabalance and ms_metabalance (which needs "
-        "--val-size > 0). Tabular runs keep no checkpoint: an interrupted run starts over.\n"
-        "  equipoise train tabular --dataset loan --method metabalance\n"
-        "  equipoise train tabular --dataset fraud --method focal --option gamma=1.5 --epochs 20",
+        "one method of MetaBalance's Table 2 on loan default or credit-card fraud, from a recipe",
+        "Train one method on a tabular data set from a recipe (a shipped name, see --list, or a YAML file) with "
+        "key=value overrides (method=..., the method's options as options.KEY=VALUE), validated before any work "
+        "starts; the paper's settings for the method unless overridden. Writes config.yaml, checkpoint.pt (every "
+        "epoch; running the same command again resumes, Ctrl-C leaves it resumable), model.pt and the test-split "
+        "report (report.md, metrics.json, curves.png, reliability.png, confusion_matrix.png) under OUTPUT.\n"
+        "  equipoise train tabular loan_metabalance\n"
+        "  equipoise train tabular fraud_naive method=focal options.gamma=1.5 epochs=20",
     ),
 }
 
@@ -114,7 +116,8 @@ _EVALUATE = {
 
 _REPORT_DESCRIPTION = (
     "Read the metrics of each RUN_DIR and print one markdown table: a row per run, a column per metric (the union "
-    "over the runs, sorted; blank where a run lacks one). With --output, also write it as OUTPUT/NAME.md and "
+    "over the runs, in the order the files list them; blank where a run lacks one; --metrics picks and orders "
+    "them). With --output, also write it as OUTPUT/NAME.md and "
     "OUTPUT/NAME.json.\n"
     "\n"
     "Where a RUN_DIR's numbers are read from, the first that exists:\n"
@@ -249,6 +252,8 @@ def _federated_simulate(parser: argparse.ArgumentParser, args: argparse.Namespac
         return 0
     try:
         run_federated(config, resume=not args.no_resume, progress=not args.no_progress)
+    except FileNotFoundError as error:  # the data: say what is missing, no traceback
+        parser.error(str(error))
     except KeyboardInterrupt:
         print(f"interrupted; the same command resumes from {config.output}/checkpoint.pt", file=sys.stderr)
         return 130
@@ -453,8 +458,6 @@ def _recipes_list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         for line in describe_recipes(importlib.import_module(module).recipes_dir()).splitlines():
             print(f"  {line}")
         print()
-    if args.domain is None:
-        print("tabular: no recipes; equipoise train tabular --dataset DATASET --method METHOD")
     return 0
 
 
@@ -555,7 +558,14 @@ def _report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     rows = [row for run in args.runs for row in _run_rows(parser, run)]
     from equipoise.core.reporting import markdown_table, write_table
 
-    metrics = sorted({key for row in rows for key in row} - {"run"})
+    metrics = list(dict.fromkeys(key for row in rows for key in row if key != "run"))  # first-seen order
+    if args.metrics:
+        patterns = [pattern.strip() for pattern in args.metrics.split(",") if pattern.strip()]
+        chosen = [[key for key in metrics if fnmatch.fnmatchcase(key, pattern)] for pattern in patterns]
+        unmatched = [pattern for pattern, keys in zip(patterns, chosen) if not keys]
+        if unmatched:
+            parser.error(f"--metrics {', '.join(unmatched)} matches none of the runs' metrics: {', '.join(metrics)}")
+        metrics = list(dict.fromkeys(key for keys in chosen for key in keys))
     columns = ["run", *metrics]
     print(markdown_table(rows, columns), end="")
     if args.output is not None:
@@ -578,6 +588,13 @@ def _add_report(commands: Any) -> None:
         "--output", default=None, metavar="DIR", help="also write NAME.md and NAME.json there (default: print only)"
     )
     report.add_argument("--name", default="report", help="file name of the written table (default: report)")
+    report.add_argument(
+        "--metrics",
+        default=None,
+        metavar="A,B,...",
+        help="only these columns, in this order; shell-style patterns (e.g. 'accuracy,*/accuracy,ece') "
+        "(default: every metric)",
+    )
     report.set_defaults(run=functools.partial(_report, report))
 
 
@@ -630,9 +647,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OVERRIDE_TOKEN = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def parse_args_with_overrides(parser: Any, argv: Sequence[str] | None = None) -> Any:
+    """``parser.parse_args(argv)``, except that ``key=value`` overrides may also follow an option
+    (``RECIPE --no-progress epochs=2``): argparse collects a ``nargs="*"`` positional in one run of
+    tokens only and would reject the later ones. Those join ``args.overrides`` in command-line order;
+    any other unknown token is still an error (exit 2)."""
+    args, extra = parser.parse_known_args(argv)
+    overrides = [token for token in extra if _OVERRIDE_TOKEN.match(token)]
+    unknown = [token for token in extra if not _OVERRIDE_TOKEN.match(token)]
+    if unknown or (overrides and not isinstance(getattr(args, "overrides", None), list)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)
     try:
         return args.run(args)
     except KeyboardInterrupt:  # train commands say how to resume; anything else just stops

@@ -31,8 +31,10 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "add_checkpoint_arguments",
     "add_recipe_arguments",
     "apply_overrides",
+    "checkpoint_from_args",
     "config_from_dict",
     "config_to_dict",
     "describe_recipes",
@@ -366,3 +368,22 @@ def recipe_config_from_args(parser: Any, args: Any, load: Any, recipes_dir: str 
         print(dump_config(config), end="")
         return None
     return config
+
+
+def add_checkpoint_arguments(parser: Any, help: str) -> None:
+    """The checkpoint of an evaluate command, as ``CHECKPOINT`` or ``--checkpoint CHECKPOINT`` (either; the
+    positional form is the one the nlp and detection commands take, so ``equipoise evaluate DOMAIN PATH``
+    works for every domain). Read it back with :func:`checkpoint_from_args`."""
+    parser.add_argument("checkpoint_path", nargs="?", metavar="CHECKPOINT", help=help)
+    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="the same, as an option")
+
+
+def checkpoint_from_args(parser: Any, args: Any) -> str:
+    """The checkpoint :func:`add_checkpoint_arguments` read; ``parser.error`` when neither form or two different
+    paths were given."""
+    given = [path for path in (args.checkpoint_path, args.checkpoint) if path is not None]
+    if not given:
+        parser.error("the checkpoint is missing: pass CHECKPOINT (or --checkpoint CHECKPOINT)")
+    if len(given) == 2 and given[0] != given[1]:
+        parser.error(f"two checkpoints given: {given[0]!r} and --checkpoint {given[1]!r}; pass one")
+    return given[0]

@@ -34,6 +34,8 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logging.getLogger("equipoise").setLevel(logging.INFO)  # what the data loader dropped, "resuming from ..."
     try:
         model_path = train_detection(config, resume=not args.no_resume, progress=not args.no_progress)
+    except FileNotFoundError as error:  # the images, annotations or weights: say what is missing, no traceback
+        parser.error(str(error))
     except KeyboardInterrupt:
         print(f"interrupted; the same command resumes from {config.output}/checkpoint.pt", file=sys.stderr)
         return 130
@@ -89,5 +91,7 @@ def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         parser.error(str(error))
     row = {key: metrics[key] for key in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")}
     row.update({f"AP_{name}": group["AP"] for name, group in metrics["groups"].items()})
-    print(markdown_table([row]))
+    # As report.md: percent, "–" where undefined (a group or size without ground truth here).
+    print(markdown_table([{key: "–" if value is None else f"{100 * value:.1f}" for key, value in row.items()}]))
+    print("(box AP in %; – : no ground truth in that group)")
     return 0

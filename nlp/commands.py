@@ -33,6 +33,8 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logging.getLogger("equipoise").setLevel(logging.INFO)  # "resuming from ..."
     try:
         model_dir = train_nlp(config, resume=not args.no_resume, progress=not args.no_progress)
+    except FileNotFoundError as error:  # the data or the base model: say what is missing, no traceback
+        parser.error(str(error))
     except KeyboardInterrupt:
         print(f"interrupted; the same command resumes from {config.output}/checkpoints", file=sys.stderr)
         return 130

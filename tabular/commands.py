@@ -2,8 +2,8 @@
 ``tools/eval_tabular.py``: each ``add_*_arguments(parser)`` adds a command's arguments, each ``run_*(parser,
 args)`` runs it and returns the exit code (2 through ``parser.error`` for bad input, 130 on Ctrl-C).
 
-Tabular runs have no recipe: a run is ``--dataset`` and ``--method`` (MetaBalance's Table 2), with the
-paper's settings for that method unless an option overrides them.
+A run is a recipe (``equipoise.tabular.config``: the data set and the method of MetaBalance's Table 2,
+with the paper's settings for the method) plus ``key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -12,89 +12,89 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from equipoise.tabular.data import DATASETS, prepare
-from equipoise.tabular.train import available_methods
+from equipoise.core.config import (
+    add_checkpoint_arguments,
+    add_recipe_arguments,
+    checkpoint_from_args,
+    recipe_config_from_args,
+)
+from equipoise.tabular.data import prepare
 
 __all__ = ["add_evaluate_arguments", "add_train_arguments", "run_evaluate", "run_train"]
 
 
-def _option(text: str) -> tuple[str, object]:
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise argparse.ArgumentTypeError(f"options are key=value (e.g. gamma=2), got {text!r}")
-    return key, yaml.safe_load(value)
-
-
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--dataset``, ``--method`` and the run's settings (seed, epochs, learning rate, device, folders)."""
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="loan or fraud")
-    parser.add_argument("--method", required=True, choices=available_methods(), metavar="METHOD", help="see above")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the run (default: 0)")
-    parser.add_argument("--epochs", type=int, default=100, help="passes over the training data (default: 100)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's, per task)")
-    parser.add_argument(
-        "--val-size", type=float, default=0.2, help="validation share of the training part (default: 0.2)"
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--data-root", default=None, metavar="DIR", help="data folder (default: $EQUIPOISE_DATA)")
-    parser.add_argument(
-        "--output", default=None, metavar="DIR", help="run folder (default: results/tabular/runs/DATASET-METHOD-sSEED)"
-    )
-    parser.add_argument(
-        "--option",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a method option, YAML value (e.g. gamma=1.5, meta_steps=40); repeatable",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    """``RECIPE [key=value ...]``, ``--list``, ``--show``, ``--no-resume``, ``--no-progress``."""
+    add_recipe_arguments(parser, "method=focal options.gamma=1.5")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT/checkpoint.pt exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (sets progress=false)")
 
 
 def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Split, train, save ``model.pt`` and evaluate on the test split; a bad value exits 2, Ctrl-C 130."""
+    """Load and validate the config (``--list``/``--show`` print and stop), split, train (resuming from
+    ``OUTPUT/checkpoint.pt``), save ``model.pt`` and evaluate on the test split; bad input exits 2, Ctrl-C 130."""
+    from equipoise.tabular.config import load_train_config, recipes_dir
+
+    progress = ["progress=false"] if args.no_progress else []
+
+    def load(recipe: str, overrides: list[str]):
+        return load_train_config(recipe, [*overrides, *progress])
+
+    config = recipe_config_from_args(parser, args, load, recipes_dir())
+    if config is None:
+        return 0
+    from equipoise.core.config import dump_config
     from equipoise.tabular.evaluate import evaluate, save_checkpoint
     from equipoise.tabular.train import fit
 
-    output = Path(args.output or f"results/tabular/runs/{args.dataset}-{args.method}-s{args.seed}")
+    output = Path(config.output)
     try:
-        split = prepare(args.dataset, args.data_root, seed=args.seed, val_size=args.val_size)
+        split = prepare(config.dataset, config.data_root, seed=config.seed, val_size=config.val_size)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     print(split.describe())
-    validation = {"X_val": split.X_val, "y_val": split.y_val} if split.X_val is not None else {}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    state = output / "checkpoint.pt"
+    if args.no_resume:
+        state.unlink(missing_ok=True)
     try:
         model = fit(
-            args.method,
+            config.method,
             split.X_train,
             split.y_train,
-            network=args.dataset,
-            seed=args.seed,
-            epochs=args.epochs,
-            lr=args.lr,
-            device=args.device,
-            progress=not args.no_progress,
-            **validation,
-            **dict(args.option),
+            network=config.dataset,
+            seed=config.seed,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            momentum=config.momentum,
+            device=config.device,
+            progress=config.progress,
+            X_val=split.X_val,
+            y_val=split.y_val,
+            keep_best=config.keep_best,
+            checkpoint=state,
+            **config.options,
         )
-    except (TypeError, ValueError) as error:  # an option the method does not take, a bad value
+    except (TypeError, ValueError) as error:  # an option the method does not take, a bad value, another run's state
         parser.error(str(error))
     except KeyboardInterrupt:
-        # fit keeps no checkpoint (a run takes seconds to minutes): nothing to resume from.
-        print("interrupted; nothing was saved: the same command trains the run again from the start", file=sys.stderr)
+        print(f"interrupted; the same command resumes from {state}", file=sys.stderr)
         return 130
-    path = save_checkpoint(model, output / "model.pt", dataset=args.dataset, seed=args.seed, val_size=args.val_size)
-    report = evaluate(model, split, output, title=f"{args.dataset}: {args.method} (seed {args.seed})")
-    print(report.to_markdown(f"{args.dataset}: {args.method}, test split"))
+    saved = {"dataset": config.dataset, "seed": config.seed, "val_size": config.val_size}
+    path = save_checkpoint(model, output / "model.pt", **saved)
+    title = f"{config.dataset}: {config.method} (seed {config.seed})"
+    report = evaluate(model, split, output, title=title)
+    print(report.to_markdown(f"{config.dataset}: {config.method}, test split"))
     print(f"\ncheckpoint: {path}\nreport: {output / 'report.md'}")
     return 0
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint PATH``, ``--device``, ``--data-root`` and ``--output``."""
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="an equipoise.tabular checkpoint (.pt)")
+    add_checkpoint_arguments(parser, "an equipoise.tabular checkpoint (OUTPUT/model.pt of a run)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="data folder (default: $EQUIPOISE_DATA)")
     parser.add_argument("--output", default=None, metavar="DIR", help="report folder (default: <checkpoint dir>/eval)")
@@ -105,12 +105,13 @@ def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     from equipoise.core.device import resolve_device
     from equipoise.tabular.evaluate import evaluate, model_from_checkpoint
 
+    path = checkpoint_from_args(parser, args)
     try:
-        model, checkpoint = model_from_checkpoint(args.checkpoint, resolve_device(args.device))
+        model, checkpoint = model_from_checkpoint(path, resolve_device(args.device))
         split = prepare(checkpoint["dataset"], args.data_root, seed=checkpoint["seed"], val_size=checkpoint["val_size"])
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
-    output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
+    output = Path(args.output) if args.output else Path(path).parent / "eval"
     method = checkpoint["training_record"].get("method", "?")
     report = evaluate(model, split, output, title=f"{checkpoint['dataset']}: {method} (seed {checkpoint['seed']})")
     print(report.to_markdown(f"{checkpoint['dataset']}: {method}, test split"))

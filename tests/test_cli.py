@@ -20,7 +20,7 @@ from equipoise.cli import main
 from equipoise.core.config import config_to_dict
 
 PACKAGE = Path(equipoise.__file__).resolve().parent
-RECIPE_DOMAINS = ("vision", "nlp", "detection", "federated")
+RECIPE_DOMAINS = ("vision", "nlp", "detection", "federated", "tabular")
 
 
 def _plain(value):
@@ -75,13 +75,12 @@ HELP = {
     **{
         ("train", domain): ["--list", "--show", "--no-resume", "--no-progress", "key=value", "--device", "--output"]
         + ["(default: the recipe's)"]
-        for domain in ("vision", "nlp", "detection")
+        for domain in ("vision", "nlp", "detection", "tabular")
     },
-    ("train", "tabular"): ["--dataset", "--method", "--epochs", "--option", "--device", "--output", "(default: 100)"],
-    ("evaluate", "vision"): ["--checkpoint", "--calibrate", "--device", "--output", "(default: auto"],
+    ("evaluate", "vision"): ["CHECKPOINT", "--checkpoint", "--calibrate", "--device", "--output", "(default: auto"],
     ("evaluate", "nlp"): ["MODEL_FOLDER", "--split", "--device", "--output", "(default: test)"],
     ("evaluate", "detection"): ["MODEL_PT", "--images", "--device", "--output", "(default: 0.05)"],
-    ("evaluate", "tabular"): ["--checkpoint", "--device", "--output", "(default: <checkpoint dir>/eval)"],
+    ("evaluate", "tabular"): ["CHECKPOINT", "--checkpoint", "--device", "--output", "(default: <checkpoint dir>/eval)"],
     ("federated",): ["simulate"],
     ("federated", "simulate"): ["--list", "--show", "--no-resume", "--no-progress", "--device", "--output"],
     ("zoo",): ["list", "info", "download", "publish"],
@@ -92,7 +91,7 @@ HELP = {
     ("recipes",): ["list", "show"],
     ("recipes", "list"): ["DOMAIN", "(default: all)"],
     ("recipes", "show"): ["DOMAIN", "RECIPE", "key=value"],
-    ("report",): ["RUN_DIR", "eval-*/metrics.json", "history.json", "--output", "--name", "(default: report)"],
+    ("report",): ["RUN_DIR", "eval-*/metrics.json", "history.json", "--output", "--name", "--metrics"],
 }
 
 
@@ -123,7 +122,6 @@ def test_recipes_list_names_every_shipped_recipe_with_its_description(capsys):
             listed[domain].append(name)
             lines[f"{domain}/{name}"] = line
     assert {domain: listed[domain] for domain in RECIPE_DOMAINS} == {d: _recipe_files(d) for d in RECIPE_DOMAINS}
-    assert listed["tabular"] == []  # named, with how to run it, but no recipes
     for domain in RECIPE_DOMAINS:
         for name in _recipe_files(domain):
             raw = yaml.safe_load((PACKAGE / domain / "recipes" / f"{name}.yaml").read_text(encoding="utf-8"))
@@ -170,6 +168,18 @@ def test_train_list_and_show_merge_recipe_overrides_and_options(tmp_path, capsys
     expected = load_detection_train_config("coco128_mobilenet_eqlv2", ["iterations=10", "output='2024'"])
     assert shown == _plain(config_to_dict(expected)) and shown["output"] == "2024"
     assert not output.exists()
+
+
+def test_overrides_may_follow_options_and_keep_their_order(capsys):
+    # argparse alone rejects key=value tokens after an option; they join the overrides, later ones winning.
+    assert main(["train", "tabular", "loan_naive", "epochs=3", "--show", "seed=2", "epochs=4", "--no-progress"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert (shown["epochs"], shown["seed"], shown["progress"]) == (4, 2, False)
+    assert main(["recipes", "show", "vision", "mnist_lt", "epochs=2"]) == 0
+    capsys.readouterr()
+    for argv, bad in ((["train", "vision", "mnist_lt", "--show", "stray"], "stray"), (["zoo", "list", "a=1"], "a=1")):
+        assert _exit_code(argv) == 2
+        assert f"unrecognized arguments: {bad}" in capsys.readouterr().err
 
 
 def test_train_bad_key_is_a_usage_error_before_any_work(tmp_path, capsys):
@@ -222,9 +232,16 @@ def test_federated_simulate_takes_device_and_output(tmp_path, capsys):
     assert shown == _plain(config_to_dict(expected)) and not output.exists()
 
 
-def test_evaluate_a_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
-    assert _exit_code(["evaluate", "tabular", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
-    assert "missing.pt" in capsys.readouterr().err
+@pytest.mark.parametrize("domain", ["vision", "tabular"])
+def test_evaluate_takes_the_checkpoint_as_an_argument_or_an_option(domain, tmp_path, capsys):
+    missing = str(tmp_path / "missing.pt")
+    for form in ([missing], ["--checkpoint", missing], [missing, "--checkpoint", missing]):
+        assert _exit_code(["evaluate", domain, *form]) == 2  # reaches the file: it names it
+        assert "missing.pt" in capsys.readouterr().err
+    assert _exit_code(["evaluate", domain]) == 2
+    assert "the checkpoint is missing: pass CHECKPOINT" in capsys.readouterr().err
+    assert _exit_code(["evaluate", domain, missing, "--checkpoint", str(tmp_path / "other.pt")]) == 2
+    assert "two checkpoints given" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,14 +325,20 @@ def test_report_builds_one_table_across_domains(tmp_path, capsys):
         {"run": str(runs["nlp"] / "eval-valid"), "accuracy": 0.96, "f1": 0.9},
         {"run": str(runs["federated"]), "accuracy": 0.625, "round": 2, "train_loss": 0.5},
     ]
-    columns = ["run", "AP", "AP50", "accuracy", "auroc", "balanced_accuracy", "f1", "round", "train_loss"]
+    # The metrics in the order the files list them, the runs in the order given.
+    columns = ["run", "accuracy", "balanced_accuracy", "auroc", "AP", "AP50", "f1", "round", "train_loss"]
     table = markdown_table(expected, columns)
     printed = capsys.readouterr().out
     assert printed.startswith(table)
-    assert "| " + str(runs["vision"]) + " |  |  | 0.75 |  | 0.5 |  |  |  |" in printed  # blank where missing
+    assert "| " + str(runs["vision"]) + " | 0.75 | 0.5 |  |  |  |  |  |  |" in printed  # blank where missing
     written = json.loads((tmp_path / "out" / "all.json").read_text())
     assert written["rows"] == expected and written["meta"]["runs"] == list(map(str, runs.values()))
     assert table in (tmp_path / "out" / "all.md").read_text()
+    # --metrics: these columns, in this order, shell-style patterns allowed
+    assert main(["report", *map(str, runs.values()), "--metrics", "f1, AP*,accuracy"]) == 0
+    assert capsys.readouterr().out == markdown_table(expected, ["run", "f1", "AP", "AP50", "accuracy"])
+    assert _exit_code(["report", str(runs["vision"]), "--metrics", "accuracy,auprc"]) == 2
+    assert "--metrics auprc matches none of the runs' metrics: accuracy, balanced_accuracy" in capsys.readouterr().err
 
 
 def test_report_on_a_folder_without_metrics_exits_2_naming_it(tmp_path, capsys):

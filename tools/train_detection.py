@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from equipoise.cli import parse_args_with_overrides
 from equipoise.detection.commands import add_train_arguments, run_train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
-    return run_train(parser, parser.parse_args(argv))
+    return run_train(parser, parse_args_with_overrides(parser, argv))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equipoise.core.config import add_recipe_arguments, recipe_config_from_args
+from equipoise.core.config import (
+    add_checkpoint_arguments,
+    add_recipe_arguments,
+    checkpoint_from_args,
+    recipe_config_from_args,
+)
 
 __all__ = ["add_evaluate_arguments", "add_train_arguments", "run_evaluate", "run_train"]
 
@@ -35,6 +40,8 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     try:
         output = train(config, resume=not args.no_resume)
+    except FileNotFoundError as error:  # the data or a file the recipe names: say what is missing, no traceback
+        parser.error(str(error))
     except KeyboardInterrupt:
         print(f"interrupted; the same command resumes from {config.output}/checkpoint.pt", file=sys.stderr)
         return 130
@@ -46,9 +53,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint PATH`` and the evaluation options of :func:`equipoise.vision.evaluate.evaluate`."""
     from equipoise.vision.evaluate import CALIBRATION_METHODS  # torchmetrics: not for training runs
 
-    parser.add_argument(
-        "--checkpoint", required=True, metavar="PATH", help="path of an equipoise.vision checkpoint (.pt)"
-    )
+    add_checkpoint_arguments(parser, "path of an equipoise.vision checkpoint (.pt)")
     parser.add_argument(
         "--dataset",
         default=None,
@@ -117,9 +122,10 @@ def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     """Evaluate, print the metrics table and the report's path; a missing file or bad value exits 2."""
     from equipoise.vision.evaluate import evaluate
 
+    checkpoint = checkpoint_from_args(parser, args)
     try:
         result = evaluate(
-            args.checkpoint,
+            checkpoint,
             dataset=args.dataset,
             output=args.output,
             device=args.device,

@@ -422,7 +422,7 @@ def load_cifar(
     """
     if num_classes not in (10, 100):
         raise ValueError(f"num_classes must be 10 or 100 (CIFAR-10 or CIFAR-100), got {num_classes!r}")
-    root = data_root(root)
+    root = data_root(root, holds=f"CIFAR-{num_classes} (download=True fetches it there)")
     title = f"CIFAR-{num_classes}"
     binary_folder, torchvision_class = {10: ("cifar-10-batches-py", CIFAR10), 100: ("cifar-100-python", CIFAR100)}[
         num_classes
@@ -678,7 +678,7 @@ def load_mnist(root: str | Path | None = None, train: bool = True, download: boo
     ``<root>/MNIST/raw/`` (torchvision's layout) is searched next, and ``download=True`` fills it
     with ``torchvision.datasets.MNIST(root, download=True)`` when neither has them.
     """
-    root = data_root(root)
+    root = data_root(root, holds="mnist/ with the MNIST idx files (download=True fetches them there)")
     prefix = "train" if train else "t10k"
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     folders = (root / "mnist", root / "MNIST" / "raw")
@@ -818,7 +818,7 @@ def _split_file_dataset(name, root, split, imbalance_ratio, profile, seed, trans
     _check_seed(seed)
     spec = SPLIT_FILES[name]
     _check_split(name, split, tuple(spec["splits"]))
-    folder = data_root(root) / spec["folder"]
+    folder = data_root(root, holds=f"{spec['folder']}/") / spec["folder"]
     split_file = folder / spec["splits"][split]
     if not split_file.is_file():
         raise FileNotFoundError(

@@ -138,8 +138,8 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path, model):
 def test_train_then_eval_scripts_agree(tmp_path):
     env = {**os.environ, "EQUIPOISE_DATA": str(SHARED), "EQUIPOISE_CACHE": str(tmp_path / "cache")}
     run = tmp_path / "run"
-    train = [sys.executable, str(ROOT / "tools" / "train_tabular.py"), "--dataset", "loan", "--method", "focal"]
-    train += ["--epochs", "1", "--seed", "1", "--output", str(run), "--no-progress", "--option", "gamma=1.5"]
+    train = [sys.executable, str(ROOT / "tools" / "train_tabular.py"), "loan_naive", "method=focal"]
+    train += ["epochs=1", "seed=1", f"output={run}", "--no-progress", "options.gamma=1.5"]
     result = subprocess.run(train, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "auroc" in result.stdout
@@ -151,6 +151,16 @@ def test_train_then_eval_scripts_agree(tmp_path):
     assert evaluated == pytest.approx(trained)
     record = load_checkpoint(run / "model.pt")["training_record"]
     assert record["options"] == {"gamma": 1.5} and record["epochs"] == 1 and record["seed"] == 1
+    # The run's state is in checkpoint.pt: the same command resumes it (finished: the same network again).
+    assert (run / "checkpoint.pt").is_file() and (run / "config.yaml").is_file()
+    first = load_checkpoint(run / "model.pt")["state_dict"]
+    result = subprocess.run(train, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    again = load_checkpoint(run / "model.pt")["state_dict"]
+    assert first.keys() == again.keys() and all(torch.equal(first[key], again[key]) for key in first)
+    # Another run's settings with the same folder: refused, naming the checkpoint and what differs.
+    result = subprocess.run([*train, "seed=2"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 2 and "checkpoint.pt" in result.stderr and "seed" in result.stderr
 
 
 def _benchmark():
@@ -210,8 +220,11 @@ def test_scripts_reject_bad_arguments_with_a_message(capsys):
     module = importlib.util.module_from_spec(train_script)
     train_script.loader.exec_module(module)
     with pytest.raises(SystemExit):
-        module.main(["--dataset", "loan", "--method", "naive", "--option", "gamma"])
-    assert "options are key=value (e.g. gamma=2), got 'gamma'" in capsys.readouterr().err
+        module.main(["loan_naive", "options.gamma=2"])  # naive takes no options: the error names them
+    assert "method 'naive' takes no option ['gamma']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main(["loan_naive", "methd=focal"])
+    assert "methd" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _benchmark().main(["--dataset", "loan", "--seeds", "1"])
     assert "--seeds must be at least 2" in capsys.readouterr().err
