@@ -304,37 +304,46 @@ def plot_per_class(
     path: str | Path,
     title: str = "Per-class accuracy vs training-class frequency",
 ) -> Path:
-    """Plot each method's per-class accuracy against the training count of the class (log x axis).
+    """Plot each method's per-class accuracy against the training count of the class. Writes a PNG.
 
-    ``per_class_accuracy`` maps a method name to its ``(C,)`` accuracies. Writes a PNG.
+    ``per_class_accuracy`` maps a method name to its ``(C,)`` accuracies. The x axis is the count on
+    a log scale (head on the left) when the counts spread enough for every class's tick to be
+    read; when two classes' counts lie within :data:`_MIN_TICK_RATIO` of each other (a nearly
+    balanced set, as MNIST under a federated split), the classes stand at evenly spaced positions
+    in count order instead, each labelled with its count and index.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     counts = as_class_counts(class_counts).numpy()
     order = counts.argsort(kind="stable")[::-1]
+    unique_counts = np.unique(counts)
+    by_rank = len(unique_counts) > 1 and bool((unique_counts[1:] / unique_counts[:-1]).min() < _MIN_TICK_RATIO)
+    positions = np.arange(len(counts)) if by_rank else counts[order]
     figure, axis = plt.subplots(figsize=(9, 5), dpi=120)
     markers, styles = "osD^vP*Xh<>", ("-", "--", "-.", ":")
     for number, (method, accuracy) in enumerate(per_class_accuracy.items()):
         values = as_class_counts(accuracy, name="per_class_accuracy").numpy()
         # Distinct markers and dash patterns keep methods with equal accuracies visible.
         axis.plot(
-            counts[order],
+            positions,
             values[order],
             marker=markers[number % len(markers)],
             linestyle=styles[number % len(styles)],
             alpha=0.85,
             label=method,
         )
-    axis.set_xscale("log")
-    axis.invert_xaxis()
-    if len(counts) <= 30:  # label every class: its training count and its index
-        unique_counts, first = np.unique(counts, return_index=True)
-        axis.set_xticks(unique_counts, [f"{count:g}\n({index})" for count, index in zip(unique_counts, first)])
-        axis.minorticks_off()
-    axis.set_xlabel("training examples of the class (log scale, head on the left); class index in brackets")
+    if by_rank:
+        if len(counts) <= 30:
+            axis.set_xticks(positions, [f"{counts[index]:g}\n({index})" for index in order])
+        axis.set_xlabel("classes by training examples (most on the left; evenly spaced); class index in brackets")
+    else:
+        axis.set_xscale("log")
+        axis.invert_xaxis()
+        if len(counts) <= 30:  # label every class: its training count and its index
+            unique_counts, first = np.unique(counts, return_index=True)
+            axis.set_xticks(unique_counts, [f"{count:g}\n({index})" for count, index in zip(unique_counts, first)])
+            axis.minorticks_off()
+        axis.set_xlabel("training examples of the class (log scale, head on the left); class index in brackets")
     axis.set_ylabel("test accuracy of the class")
     axis.set_ylim(-0.02, 1.02)
     axis.set_title(title)
@@ -346,6 +355,11 @@ def plot_per_class(
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+#: The smallest ratio of two neighbouring class counts for which :func:`plot_per_class` keeps the
+#: log-count axis: closer counts would put their tick labels on top of each other.
+_MIN_TICK_RATIO = 1.15
 
 
 def _pyplot():

@@ -161,19 +161,79 @@ def run_federated(config: FederatedRunConfig, *, resume: bool = True, progress: 
         device=config.device,
         progress=progress,
     )
-    final = result.final
-    row = {
-        "rounds": len(result.history),
-        "accuracy": final.get("accuracy"),
-        "balanced_accuracy": final.get("balanced_accuracy"),
-        "worst_class_accuracy": final.get("worst_class_accuracy"),
-        "MB_sent": sum(r["bytes_down"] + r["bytes_up"] for r in result.history) / 1e6,
-        "seconds": sum(r["seconds"] for r in result.history),
-    }
-    table = markdown_table([row])
-    lines = [f"# Federated simulation: {config.description or config.data.name}", "", table, ""]
-    lines += ["Partition: " + json.dumps(stats.summary(), default=float), ""]
-    lines += ["![history](history.png)", "", "![partition](partition.png)", ""]
-    (output / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    table = _write_report(config, stats, result, output)
     print(table)
     return result
+
+
+def _write_report(config: FederatedRunConfig, stats: PartitionStats, result: SimulationResult, output: Path) -> str:
+    """``report.md`` (the run, the partition, the last round's metrics and per-class accuracy) and
+    ``per_class_accuracy.png``; returns the metrics table."""
+    from equipoise.core.metrics import plot_per_class
+
+    final, simulation, client = result.final, config.simulation, config.simulation.client
+    percent = {key: "–" if final.get(key) is None else f"{100 * final[key]:.1f}" for key in _FINAL_METRICS}
+    row = {
+        "rounds": len(result.history),
+        **{label: percent[key] for key, label in _FINAL_METRICS.items()},
+        "MB sent": f"{sum(r['bytes_down'] + r['bytes_up'] for r in result.history) / 1e6:.1f}",
+        "seconds": f"{sum(r['seconds'] for r in result.history):.1f}",
+    }
+    table = markdown_table([row])
+    summary = stats.summary()
+    class_rows = stats.counts.sum(axis=0)
+    holders = (stats.counts > 0).sum(axis=0)
+    lines = [
+        f"# Federated simulation: {config.description or config.data.name}",
+        "",
+        f"- Data: {config.data.name}, {summary['rows']:,} training rows over {summary['clients']} clients "
+        f"({' '.join(map(str, filter(None, (config.partition.scheme, config.partition.options))))}, seed "
+        f"{config.partition.seed}); client sizes "
+        f"{summary['min_size']} to {summary['max_size']} (median {summary['median_size']:g}), "
+        f"{summary['mean_classes_per_client']:.2f} classes per client on average, mean total-variation distance "
+        f"of a client's label mix to the global one {summary['mean_tv_distance']:.3f} (0: IID).",
+        f"- Training: {' '.join(map(str, filter(None, (simulation.strategy, simulation.strategy_options))))}, "
+        f"{simulation.clients_per_round} "
+        f"clients per round; each client {client.local_epochs} local epoch(s), batch {client.batch_size}, lr "
+        f"{client.lr}, loss {client.loss}; model {config.model}, classifier {simulation.classifier}.",
+        "- Metrics on the test split after the last round, in percent; seconds: the rounds' wall time summed.",
+        "",
+        table,
+    ]
+    per_class = final.get("per_class_accuracy")
+    setting = f"{config.data.name}, {config.partition.scheme} {config.partition.options or ''}, {simulation.strategy}"
+    if per_class is not None:
+        lines += [
+            "## Per class, last round",
+            "",
+            markdown_table(
+                [
+                    {
+                        "class": c,
+                        "training rows": int(class_rows[c]),
+                        "clients holding it": int(holders[c]),
+                        "test accuracy %": f"{100 * accuracy:.1f}",
+                    }
+                    for c, accuracy in enumerate(per_class)
+                ]
+            ),
+            "![per-class accuracy](per_class_accuracy.png)",
+            "",
+        ]
+        plot_per_class(
+            {simulation.strategy: per_class},
+            class_rows,
+            output / "per_class_accuracy.png",
+            title=f"Per-class test accuracy after round {len(result.history)}\n{setting}",
+        )
+    lines += ["![history](history.png)", "", "![partition](partition.png)", ""]
+    (output / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    return table
+
+
+#: The last round's metrics in the report: history key -> column label.
+_FINAL_METRICS = {
+    "accuracy": "accuracy %",
+    "balanced_accuracy": "balanced acc. %",
+    "worst_class_accuracy": "worst class %",
+}

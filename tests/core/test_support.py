@@ -63,9 +63,31 @@ def test_classification_summary_rejects_mismatched_shapes():
         classification_summary(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long), [1, 1])
 
 
-def test_plot_per_class_writes_png(tmp_path):
-    path = plot_per_class({"CE": [0.9, 0.5, 0.1], "LA": [0.8, 0.7, 0.5]}, [100, 10, 1], tmp_path / "plot.png")
+def _plotted_axes(monkeypatch, *args):
+    """Call plot_per_class and return the axes it drew (captured when the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    closed = []
+    monkeypatch.setattr(plt, "close", lambda figure: closed.append(figure))
+    path = plot_per_class(*args)
     assert path.read_bytes()[:4] == b"\x89PNG"
+    return closed[0].axes[0]
+
+
+def test_plot_per_class_puts_spread_counts_on_a_log_axis(tmp_path, monkeypatch):
+    axis = _plotted_axes(monkeypatch, {"CE": [0.9, 0.5, 0.1], "LA": [0.8, 0.7, 0.5]}, [100, 10, 1], tmp_path / "p.png")
+    assert axis.get_xscale() == "log" and axis.xaxis_inverted()  # head (100) on the left
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["1\n(2)", "10\n(1)", "100\n(0)"]
+    lines = {line.get_label(): line.get_xydata().tolist() for line in axis.get_lines()}
+    assert lines["CE"] == [[100, 0.9], [10, 0.5], [1, 0.1]]
+
+
+def test_plot_per_class_spaces_nearly_equal_counts_evenly_in_count_order(tmp_path, monkeypatch):
+    # MNIST's global counts under a federated split: within 14% of each other, the log ticks would collide.
+    axis = _plotted_axes(monkeypatch, {"FedAvg": [0.1, 0.2, 0.3]}, [5923, 6742, 5958], tmp_path / "p.png")
+    assert axis.get_xscale() == "linear"
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["6742\n(1)", "5958\n(2)", "5923\n(0)"]
+    assert axis.get_lines()[0].get_xydata().tolist() == [[0, 0.2], [1, 0.3], [2, 0.1]]
 
 
 def test_markdown_table_and_write_table(tmp_path):

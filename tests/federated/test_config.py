@@ -100,14 +100,21 @@ def test_cli_simulation_writes_every_output_and_matches_the_library(tmp_path, ca
     ]
     assert main(["federated", "simulate", "mnist_dirichlet", *overrides, "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    for name in ("report.md", "history.json", "history.png", "partition.json", "partition.png", "config.yaml"):
+    names = ("report.md", "history.json", "history.png", "partition.json", "partition.png", "config.yaml")
+    for name in (*names, "per_class_accuracy.png"):
         assert (output / name).is_file(), name
     history = json.loads((output / "history.json").read_text())["history"]
     assert [record["round"] for record in history] == [1, 2]
-    assert f"{history[-1]['accuracy']:.4f}" in printed  # the table printed is the last round's
+    assert f"| 2 | {100 * history[-1]['accuracy']:.1f} |" in printed  # the table printed is the last round's
     # The partition written is the one the recipe asks for.
     labels = load_federated_data("mnist", DATA).train_y
     parts = partition(labels, "dirichlet", 20, seed=0, alpha=0.1)
+    # The report's per-class table: the classes' training rows, the clients holding them, the last accuracies.
+    report = (output / "report.md").read_text()
+    class_rows = np.bincount(np.asarray(labels), minlength=10)
+    holders = [sum(bool((np.asarray(labels)[part] == c).any()) for part in parts) for c in range(10)]
+    for c, accuracy in enumerate(history[-1]["per_class_accuracy"]):
+        assert f"| {c} | {class_rows[c]} | {holders[c]} | {100 * accuracy:.1f} |" in report
     summary = json.loads((output / "partition.json").read_text())
     assert summary["min_size"] == min(len(p) for p in parts) and summary["rows"] == len(labels)
     # Running the same command again resumes: nothing is retrained, the same weights come back.
