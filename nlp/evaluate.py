@@ -430,6 +430,11 @@ def _evaluate_tagging(
     if gold:
         np.add.at(matrix, (np.concatenate(gold), np.concatenate(predicted)), 1)
     train_sentences = split_sentences if split == "train" else load_conll2003("train", root=data_root)
+    if info.get("max_train_examples") is not None:  # the run trained on a subset: count what it saw
+        from equipoise.nlp.train import _random_subset
+
+        rows = _random_subset(len(train_sentences), info["max_train_examples"], info.get("seed", 0))
+        train_sentences = [train_sentences[row] for row in rows]
     tag_counts = label_counts(train_sentences, labels).tolist()
     train_entity_counts = {
         label[2:]: count for label, count in zip(labels, tag_counts) if label.startswith("B-")

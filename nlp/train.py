@@ -675,6 +675,8 @@ def train_nlp(
             "max_length": config.max_length,
             "label_all_subtokens": config.label_all_subtokens,
             "base_model": base_model,
+            "seed": config.seed,
+            "max_train_examples": config.max_train_examples,  # the evaluation counts the same training subset
         }
         _write_json(model_dir / METADATA_FILE, metadata)
         _write_json(output / "train_log.json", trainer.state.log_history)

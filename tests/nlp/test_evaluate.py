@@ -366,7 +366,8 @@ class GoldTagger(torch.nn.Module):
 def test_gold_logits_give_perfect_scores(tagger_folder, tmp_path, monkeypatch):
     from equipoise.nlp.data import Sentence
 
-    folder = copy_of(tagger_folder, tmp_path, max_length=512, label_all_subtokens=True)
+    # A run that trained on a seeded subset of 50 training sentences (max_train_examples): its counts are the subset's.
+    folder = copy_of(tagger_folder, tmp_path, max_length=512, label_all_subtokens=True, max_train_examples=50, seed=3)
     tokenizer = load_tokenizer(folder)
     sentences = [Sentence(tokens, tags) for tokens, tags in conll_sentences("test", 40)]
     forged = GoldTagger(encode_tagged(sentences, tokenizer, LABEL2ID, max_length=512))
@@ -379,6 +380,10 @@ def test_gold_logits_give_perfect_scores(tagger_folder, tmp_path, monkeypatch):
     assert result["per_entity"] and all(row["f1"] == 1.0 for row in result["per_entity"].values())
     matrix = np.asarray(result["confusion_matrix"])
     assert np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0
+    train = conll_sentences("train")
+    subset = [train[row] for row in np.random.default_rng(3).choice(len(train), size=50, replace=False)]
+    counts = collections.Counter(tag[2:] for _, tags in subset for tag in tags if tag[:2] == "B-")
+    assert result["train_entity_counts"] == dict(counts) and sum(counts.values()) < 200
 
 
 def test_first_subtoken_predictions_by_hand():

@@ -404,6 +404,8 @@ def test_tagging_run_saves_a_model_that_reloads_with_the_same_logits(roberta_fol
         "max_length": 128,
         "label_all_subtokens": False,
         "base_model": str(roberta_folder),
+        "seed": config.seed,
+        "max_train_examples": config.max_train_examples,
     }
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()) == config_to_dict(config)
 
