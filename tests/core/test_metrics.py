@@ -168,3 +168,26 @@ def test_plots_are_written(tmp_path):
         assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
     with pytest.raises(ValueError, match="square"):
         plot_confusion_matrix([[1, 2, 3]], tmp_path / "bad.png")
+
+
+def test_confusion_matrix_of_many_classes_stays_a_bounded_figure(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    closed = []
+    monkeypatch.setattr(plt, "close", lambda figure: closed.append(figure))
+    # ImageNet-LT's 1,000 classes: 0.45 inch a class would be a 54,000-pixel image (it exhausted memory).
+    matrix = np.eye(1000, dtype=np.int64) * 5 + 1
+    path = plot_confusion_matrix(matrix, tmp_path / "many.png")
+    width, height = Image.open(path).size
+    assert width <= 16 * 120 and height <= 16 * 120
+    axis = closed[0].axes[0]
+    assert axis.get_xlabel() == "predicted class (class index)" and not axis.texts  # no 10^6 numbers
+    shown = axis.get_images()[0].get_array()
+    assert shown.shape == (1000, 1000) and np.allclose(shown.sum(axis=1), 1)  # rows normalised
+    # A few classes: every cell's share printed, names on both axes.
+    closed.clear()
+    plot_confusion_matrix([[3, 1], [0, 2]], tmp_path / "two.png", class_names=["cat", "dog"])
+    axis = closed[0].axes[0]
+    assert sorted(text.get_text() for text in axis.texts) == ["0.00", "0.25", "0.75", "1.00"]
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["cat", "dog"]
