@@ -334,10 +334,19 @@ def _zoo_download(args: argparse.Namespace) -> None:
 
 
 def _zoo_publish(args: argparse.Namespace) -> None:
-    from equipoise.zoo import publish
+    from equipoise.core.checkpoint import load_state_dict_file
+    from equipoise.zoo import extract_weights, publish
 
+    weights = Path(args.checkpoint)
+    try:
+        load_state_dict_file(weights)
+    except ValueError:  # an equipoise checkpoint (or a bad file, which extract_weights names)
+        weights = extract_weights(weights, args.weights_out or weights.parent / f"{args.name}.pth")
+        print(f"wrote the network weights of {args.checkpoint} to {weights}")
+    if args.metrics is None and (Path(args.checkpoint).parent / "metrics.json").is_file():
+        args.metrics = str(Path(args.checkpoint).parent / "metrics.json")
     entry = publish(
-        args.checkpoint,
+        weights,
         name=args.name,
         domain=args.domain,
         architecture=args.architecture,
@@ -351,7 +360,7 @@ def _zoo_publish(args: argparse.Namespace) -> None:
         notes=args.notes,
     )
     where = args.index or "the default index ($EQUIPOISE_ZOO_INDEX's first file, else beside the checkpoint)"
-    print(f"published {entry.summary()}\n  sha256 {entry.sha256}\n  in {where}; host the file at {entry.source}")
+    print(f"published {entry.summary()}\n  sha256 {entry.sha256}\n  in {where}; host {weights} at {entry.source}")
 
 
 def _add_zoo(commands: Any) -> None:
@@ -410,17 +419,28 @@ def _add_zoo(commands: Any) -> None:
     fetch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     publish = zoo_commands.add_parser(
         "publish",
-        help="declare a trained state_dict file as an entry of your own index",
-        description="Declare a state_dict file (what torch.load(weights_only=True) reads as a dict of tensors) as "
-        "a zoo entry: its sha256 and size are measured and the entry is added to --index (replacing one of the "
-        "same name). Host the file at --url and share the index: anyone pointing EQUIPOISE_ZOO_INDEX or --index "
-        "at it downloads the file, verified.\n"
-        "  equipoise zoo publish runs/ce/weights.pth --name team.resnet32.ce --domain vision \\\n"
+        help="declare trained weights (a run's checkpoint or a state_dict file) as an entry of your own index",
+        description="Declare trained weights as a zoo entry. CHECKPOINT is a run's checkpoint (vision "
+        "checkpoint.pt, tabular or detection model.pt, a federated checkpoint.pt), whose network weights are "
+        "written first as a plain state_dict file (--weights-out), or such a state_dict file itself (what "
+        "torch.load(weights_only=True) reads as a dict of tensors). Its sha256 and size are measured and the entry "
+        "is added to --index (replacing one of the same name), with the metrics of the metrics.json beside the "
+        "checkpoint unless --metrics says. Host the weights file at --url and share the index: anyone pointing "
+        "EQUIPOISE_ZOO_INDEX or --index at it downloads the file, verified.\n"
+        "  equipoise zoo publish runs/ce/checkpoint.pt --name team.resnet32.ce --domain vision \\\n"
         "      --architecture resnet32_cifar --dataset cifar10_lt --method cross-entropy --license MIT \\\n"
-        "      --url https://example.org/weights.pth --metrics runs/ce/metrics.json --index team_zoo.json",
+        "      --url https://example.org/team.resnet32.ce.pth --recipe ce --index team_zoo.json",
         formatter_class=_Formatter,
     )
-    publish.add_argument("checkpoint", metavar="STATE_DICT", help="the weights file (a state_dict)")
+    publish.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a run's checkpoint, or a weights file (a state_dict)"
+    )
+    publish.add_argument(
+        "--weights-out",
+        default=None,
+        metavar="PATH",
+        help="where a checkpoint's weights are written (default: NAME.pth beside the checkpoint)",
+    )
     publish.add_argument("--name", required=True, help="entry name: lower-case letters, digits, '.', '_', '-'")
     publish.add_argument("--domain", required=True, choices=ZOO_DOMAINS, help=" | ".join(ZOO_DOMAINS))
     publish.add_argument("--architecture", required=True, help="what was trained, e.g. resnet32_cifar")
@@ -429,7 +449,10 @@ def _add_zoo(commands: Any) -> None:
     publish.add_argument("--url", required=True, help="where the file is hosted: http(s)://... or hf://owner/repo/path")
     publish.add_argument("--license", required=True, help="SPDX identifier of the weights' license, e.g. MIT")
     publish.add_argument(
-        "--metrics", metavar="JSON", default=None, help="a run's metrics.json: its top-level numbers (default: none)"
+        "--metrics",
+        metavar="JSON",
+        default=None,
+        help="a run's metrics.json: its top-level numbers (default: the metrics.json beside CHECKPOINT, if any)",
     )
     publish.add_argument("--recipe", default=None, help="the recipe that produced the weights (default: none)")
     publish.add_argument(

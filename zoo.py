@@ -75,6 +75,7 @@ __all__ = [
     "ZooEntry",
     "download",
     "entry_info",
+    "extract_weights",
     "get_entry",
     "list_entries",
     "load",
@@ -560,8 +561,10 @@ def _read_metrics(path: str | os.PathLike) -> dict[str, float]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"metrics_path {str(path)!r} is not valid JSON: {error}") from None
-    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
-        data = data["metrics"]
+    for section in ("metrics", "scalars"):  # detection evaluations; tabular runs (MetricReport.to_dict())
+        if isinstance(data, dict) and isinstance(data.get(section), dict):
+            data = data[section]
+            break
     if not isinstance(data, dict):
         raise ValueError(f"metrics_path {str(path)!r} must hold a JSON object, got {type(data).__name__}")
     return {key: value for key, value in data.items() if _is_number(value)}
@@ -575,6 +578,56 @@ def _write_index(path: Path, entries: list[ZooEntry]) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+#: The keys under which the domains' checkpoints keep their network's weights.
+_WEIGHT_KEYS = ("model", "state_dict", "weights")
+
+
+def extract_weights(checkpoint_path: str | os.PathLike, weights_path: str | os.PathLike) -> Path:
+    """Write the network weights of an equipoise checkpoint as a plain ``state_dict`` file, the form
+    the zoo serves (:func:`publish`, :func:`load`), and return its path.
+
+    An equipoise checkpoint is a dict with a ``format`` ``"equipoise.<domain>..."`` and the network's
+    ``state_dict`` under one of ``"model"`` (vision training, detection ``model.pt``), ``"state_dict"``
+    (tabular ``model.pt``) or ``"weights"`` (a federated run's server state); optimiser and sampler
+    states are left out. Read with ``torch.load(weights_only=True)``; written atomically.
+
+    Raises:
+        FileNotFoundError: no file at ``checkpoint_path``.
+        ValueError: a corrupt file, or one that is not an equipoise checkpoint holding weights.
+    """
+    import torch
+
+    from equipoise.core.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint_path = Path(checkpoint_path).expanduser()
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"checkpoint_path {str(checkpoint_path)!r} does not exist")
+    try:
+        raw = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - every way torch can fail on a file that is not a torch checkpoint
+        raise ValueError(f"checkpoint_path {str(checkpoint_path)!r} is corrupt or not a torch checkpoint") from None
+    if not isinstance(raw, dict) or not str(raw.get("format", "")).startswith("equipoise."):
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise ValueError(
+            f"checkpoint_path {str(checkpoint_path)!r} is not an equipoise checkpoint (format {found!r}) "
+            "nor a state_dict"
+        )
+    checkpoint = load_checkpoint(checkpoint_path, str(raw["format"]))
+    held = [
+        key
+        for key in _WEIGHT_KEYS
+        if isinstance(checkpoint.get(key), dict)
+        and checkpoint[key]
+        and all(isinstance(value, torch.Tensor) for value in checkpoint[key].values())
+    ]
+    if not held:
+        raise ValueError(
+            f"checkpoint_path {str(checkpoint_path)!r} ({checkpoint['format']}) holds no weights under "
+            f"{', '.join(_WEIGHT_KEYS)}"
+        )
+    return save_checkpoint(Path(weights_path).expanduser(), checkpoint[held[0]])
 
 
 def publish(
@@ -624,8 +677,8 @@ def publish(
         load_state_dict_file(checkpoint_path)
     except ValueError as error:
         raise ValueError(
-            f"{error}: the zoo serves state_dicts; for an equipoise checkpoint save its weights first, e.g. "
-            "torch.save(torch.load(path, weights_only=True)['model'], 'weights.pth')"
+            f"{error}: the zoo serves state_dicts; for an equipoise checkpoint write its weights first with "
+            "equipoise.zoo.extract_weights(path, 'weights.pth') (`equipoise zoo publish` does it itself)"
         ) from None
     metrics = _read_metrics(metrics_path) if metrics_path is not None else {}
     entry = ZooEntry(

@@ -283,6 +283,48 @@ def test_zoo_publish_declares_a_state_dict_in_a_team_index(tmp_path, monkeypatch
     assert "no (downloads to" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "saved, key",
+    [
+        ({"format": "equipoise.vision/1", "model": None, "optimizer": {"state": {}}, "epoch": 3}, "model"),
+        ({"format": "equipoise.tabular/1", "state_dict": None, "dataset": "loan"}, "state_dict"),
+        ({"format": "equipoise.federated/1", "weights": None, "round": 2}, "weights"),
+    ],
+)
+def test_zoo_publish_takes_a_runs_checkpoint_and_publishes_its_weights(saved, key, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("EQUIPOISE_ZOO_INDEX", raising=False)
+    state = {"layer.weight": torch.arange(6.0).reshape(2, 3), "layer.bias": torch.ones(2)}
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({**saved, key: state}, run / "checkpoint.pt")
+    (run / "metrics.json").write_text(json.dumps({"scalars": {"auroc": 0.75}, "per_class": []}))  # picked up
+    index = tmp_path / "team_zoo.json"
+    argv = ["zoo", "publish", str(run / "checkpoint.pt"), "--name", "team.run", "--domain", "vision"]
+    argv += ["--architecture", "a", "--dataset", "d", "--method", "m", "--url", "https://example.org/w.pth"]
+    assert main([*argv, "--license", "MIT", "--index", str(index)]) == 0
+    weights = run / "team.run.pth"  # the network's state_dict alone, the form the zoo serves
+    assert f"host {weights} at https://example.org/w.pth" in capsys.readouterr().out
+    loaded = torch.load(weights, weights_only=True)
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[name], state[name]) for name in state)
+    (entry,) = json.loads(index.read_text())["entries"]
+    assert entry["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest() and entry["metrics"] == {"auroc": 0.75}
+
+
+def test_zoo_publish_refuses_a_file_without_weights(tmp_path, capsys):
+    argv = ["--name", "team.x", "--domain", "vision", "--architecture", "a", "--dataset", "d", "--method", "m"]
+    argv += ["--url", "https://example.org/w.pth", "--license", "MIT", "--index", str(tmp_path / "zoo.json")]
+    cases = {
+        "history.json": (b'{"history": []}', "is corrupt or not a torch checkpoint"),
+        "foreign.pt": ({"format": "other/1", "model": {"w": torch.zeros(1)}}, "not an equipoise checkpoint"),
+        "empty.pt": ({"format": "equipoise.vision/1", "epoch": 1}, "holds no weights under model, state_dict"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+        assert _exit_code(["zoo", "publish", str(path), *argv]) == 1
+        assert message in capsys.readouterr().err and not (tmp_path / "team.x.pth").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
