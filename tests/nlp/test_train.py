@@ -690,3 +690,27 @@ def test_learning_rate_sweep_picks_each_loss_on_validation_only(roberta_folder, 
         assert json.loads((run / "validation.json").read_text())["f1"] == row["valid_micro_f1"]
         assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == row["lr"]
         assert "train_s" not in row and "epoch(s)" in row["budget"]
+
+    # conll-seeds: each loss at its chosen rate; seed 0 is the sweep's run, seed 1 is trained now.
+    seeds = ["conll-seeds", *overrides, "--seeds", "0", "1", "--output", str(tmp_path), "--root", str(SHARED)]
+    assert bench.main([*seeds, "--max-test-examples", "12", "--no-progress"]) == 0
+    runs = json.loads((tmp_path / "conll_seeds_runs.json").read_text())["rows"]
+    chosen = {row["recipe"]: row for row in rows if row["chosen"]}
+    assert [(row["recipe"], row["seed"]) for row in runs] == [(r, s) for r in chosen for s in (0, 1)]
+    for row in runs:
+        assert row["lr"] == chosen[row["recipe"]]["lr"]
+        if row["seed"] == 0:
+            assert row["micro_f1"] == chosen[row["recipe"]]["micro_f1"]
+        else:
+            config = yaml.safe_load((tmp_path / "conll_seeds" / row["run"] / "config.yaml").read_text())
+            assert (config["seed"], config["lr"]) == (1, row["lr"])
+    f1 = {(row["recipe"], row["seed"]): row["micro_f1"] for row in runs}
+    summary = {row["recipe"]: row for row in json.loads((tmp_path / "conll_seeds.json").read_text())["rows"]}
+    for recipe in chosen:  # mean ± sample std of two values: |a - b| / sqrt(2)
+        a, b = f1[recipe, 0], f1[recipe, 1]
+        assert summary[recipe]["micro_f1"] == f"{100 * (a + b) / 2:.2f} ± {100 * abs(a - b) / 2**0.5:.2f}"
+    d0 = f1["conll_minilm_dice", 0] - f1["conll_minilm_ce", 0]
+    d1 = f1["conll_minilm_dice", 1] - f1["conll_minilm_ce", 1]
+    expected = f"{100 * (d0 + d1) / 2:.2f} ± {100 * abs(d0 - d1) / 2**0.5:.2f}"
+    assert summary["conll_minilm_dice"]["micro_f1 - CE (paired)"] == expected
+    assert summary["conll_minilm_ce"]["micro_f1 - CE (paired)"] == ""

