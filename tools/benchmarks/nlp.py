@@ -114,6 +114,15 @@ def _score(name: str, output: Path, args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def _finished_runs(runs_path: Path, fresh: bool, key: str) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """The runs recorded in ``runs_path`` (one JSON record a line), by their ``key``; none after ``--fresh``."""
+    if fresh:
+        runs_path.unlink(missing_ok=True)
+    if not runs_path.is_file():
+        return runs_path, {}
+    return runs_path, {record[key]: record for record in map(json.loads, runs_path.read_text().splitlines())}
+
+
 def _write_runs(runs_path: Path, done: dict[str, dict[str, Any]]) -> None:
     runs_path.write_text("".join(json.dumps(record) + "\n" for record in done.values()))
 
@@ -126,12 +135,7 @@ def conll_lr(args: argparse.Namespace, output: Path) -> list[dict[str, Any]]:
     """Every CoNLL recipe at every ``--lrs``; the best validation micro F1 of each loss is marked."""
     sweep = output / "conll_lr"
     sweep.mkdir(parents=True, exist_ok=True)
-    runs_path = output / "conll_lr_runs.jsonl"
-    if args.fresh:
-        runs_path.unlink(missing_ok=True)
-    done = {}
-    if runs_path.is_file():
-        done = {record["run"]: record for record in map(json.loads, runs_path.read_text().splitlines())}
+    runs_path, done = _finished_runs(output / "conll_lr_runs.jsonl", args.fresh, "run")
     for recipe in BENCHMARKS["conll"]:
         for lr in args.lrs:
             run = f"{recipe}_lr{_lr_name(lr)}"
@@ -178,12 +182,7 @@ def conll_seeds(args: argparse.Namespace, output: Path) -> tuple[list[dict[str, 
     }
     folder = output / "conll_seeds"
     folder.mkdir(parents=True, exist_ok=True)
-    runs_path = output / "conll_seeds_runs.jsonl"
-    if args.fresh:
-        runs_path.unlink(missing_ok=True)
-    done = {}
-    if runs_path.is_file():
-        done = {record["run"]: record for record in map(json.loads, runs_path.read_text().splitlines())}
+    runs_path, done = _finished_runs(output / "conll_seeds_runs.jsonl", args.fresh, "run")
     for recipe, best in chosen.items():
         for seed in args.seeds:
             run = f"{recipe}_lr{_lr_name(best['lr'])}_s{seed}"
@@ -277,12 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_path.read_text())
         print(f"wrote {json_path} and {markdown_path}")
         return 0
-    runs_path = output / f"{args.benchmark}_runs.jsonl"
-    if args.fresh:
-        runs_path.unlink(missing_ok=True)
-    done = {}
-    if runs_path.is_file():
-        done = {record["recipe"]: record for record in map(json.loads, runs_path.read_text().splitlines())}
+    runs_path, done = _finished_runs(output / f"{args.benchmark}_runs.jsonl", args.fresh, "recipe")
     for recipe in BENCHMARKS[args.benchmark]:
         if args.rescore and recipe in done:
             print(f"== {recipe} (rescoring)", flush=True)
