@@ -409,19 +409,23 @@ def fit(
         raise ValueError("keep_best selects the epoch on validation data: pass X_val and y_val")
     resolved = resolve_device(device)
     build = _network_builder(network, inputs.shape[1])
+    # The run's settings: given to the run, fingerprinted in the checkpoint and kept in the record.
+    settings = {
+        "method": method,
+        "task": task,
+        "seed": int(seed),
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "weight_decay": float(weight_decay),
+        "momentum": float(momentum),
+        "keep_best": keep_best,
+    }
     checkpointer = None
     if checkpoint is not None:
         fingerprint = _fingerprint(
-            method=method,
-            task=task,
+            settings,
             network=network,
-            seed=seed,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=float(lr),
-            weight_decay=float(weight_decay),
-            momentum=float(momentum),
-            keep_best=keep_best,
             method_options=method_options,
             device=resolved,
             data={"train": (inputs, targets), "val": validation},
@@ -430,41 +434,20 @@ def fit(
 
     with _forked_global_rng(resolved):
         run = _Run(
-            method=method,
-            task=task,
-            seed=seed,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=float(lr),
-            weight_decay=float(weight_decay),
-            momentum=float(momentum),
+            **settings,
             device=resolved,
             progress=bool(progress),
             build=build,
             features=inputs,
             labels=targets,
             validation=validation,
-            keep_best=keep_best,
             checkpoint=checkpointer,
         ).start()
         details = trainer(run, **method_options)
     if checkpointer is not None:
         checkpointer.finish()
     model = run.model.eval()
-    model.training_record = {
-        "method": method,
-        "task": task,
-        "seed": seed,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": run.lr,
-        "weight_decay": run.weight_decay,
-        "momentum": run.momentum,
-        "device": str(resolved),
-        "options": dict(method_options),
-        "keep_best": keep_best,
-        **details,
-    }
+    model.training_record = {**settings, "device": str(resolved), "options": dict(method_options), **details}
     # A network whose ReLUs all died scores every row alike: AUC-ROC 0.5 without any NaN. Say so.
     probe = predict_logits(model, inputs[:_COLLAPSE_PROBE_ROWS])
     model.training_record["collapsed"] = bool(np.ptp(probe) == 0)
@@ -749,34 +732,20 @@ class _Checkpointer:
 
 
 def _fingerprint(
+    settings: dict[str, Any],
     *,
-    method: str,
-    task: str,
     network: Network,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    keep_best: bool,
     method_options: dict[str, Any],
     device: torch.device,
     data: dict[str, tuple[np.ndarray, np.ndarray] | None],
 ) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the arguments, the method options and the
-    network as JSON (a callable as its module and qualified name), and each array's shape and sha256."""
+    """What a checkpoint must match to be resumed: the run's ``settings`` (method, task, seed,
+    epochs, batch size, learning rate, weight decay, momentum, keep_best), the method options and
+    the network as JSON (a callable as its module and qualified name), the device type, and each
+    array's shape and sha256."""
     fingerprint = {
-        "method": method,
-        "task": task,
+        **settings,
         "network": json.dumps(network, default=_describe),
-        "seed": int(seed),
-        "epochs": int(epochs),
-        "batch_size": int(batch_size),
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "momentum": momentum,
-        "keep_best": keep_best,
         "method_options": json.dumps(method_options, sort_keys=True, default=_describe),
         "device": device.type,
     }
