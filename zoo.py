@@ -599,7 +599,7 @@ def extract_weights(checkpoint_path: str | os.PathLike, weights_path: str | os.P
     """
     import torch
 
-    from equipoise.core.checkpoint import load_checkpoint, save_checkpoint
+    from equipoise.core.checkpoint import save_checkpoint
 
     checkpoint_path = Path(checkpoint_path).expanduser()
     if not checkpoint_path.is_file():
@@ -614,7 +614,7 @@ def extract_weights(checkpoint_path: str | os.PathLike, weights_path: str | os.P
             f"checkpoint_path {str(checkpoint_path)!r} is not an equipoise checkpoint (format {found!r}) "
             "nor a state_dict"
         )
-    checkpoint = load_checkpoint(checkpoint_path, str(raw["format"]))
+    checkpoint = raw  # read once above, with weights_only=True
     held = [
         key
         for key in _WEIGHT_KEYS
