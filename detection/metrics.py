@@ -222,6 +222,10 @@ def coco_evaluation(
         }
         for name, members in groups.items()
     }
+    if counts is not None:  # the group's span of training images, so the report states its boundaries
+        for name, members in groups.items():
+            spans = [int(counts[label]) for label in members]
+            metrics["groups"][name]["train_images"] = [min(spans), max(spans)] if spans else None
     metrics["counts"] = {
         "images": len(image_ids),
         "images_with_detections": sum(len(scores) > 0 for _, _, scores, _ in entries),
@@ -591,6 +595,10 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _span(bounds: list[int] | None) -> str:
+    return "–" if bounds is None else f"{bounds[0]}-{bounds[1]}"
+
+
 def write_detection_report(
     metrics: Mapping[str, Any],
     output_dir: str | os.PathLike,
@@ -633,8 +641,8 @@ def write_detection_report(
         lines += [
             "## By training frequency (%)",
             "",
-            "Mean of the per-class APs of each group's classes that have ground truth here (LVIS groups: rare "
-            "1-10 training images, common 11-100, frequent more, when built by frequency_groups).",
+            "Mean of the per-class APs of each group's classes that have ground truth here; training images: "
+            "the fewest and most of the group's classes (LVIS's own groups: rare 1-10, common 11-100, frequent more).",
             "",
             markdown_table(
                 [
@@ -644,6 +652,7 @@ def write_detection_report(
                         "with ground truth": group["classes_with_gt"],
                         "AP": _percent(group["AP"]),
                         "AP50": _percent(group["AP50"]),
+                        **({"training images": _span(group["train_images"])} if "train_images" in group else {}),
                     }
                     for name, group in metrics["groups"].items()
                 ]

@@ -295,6 +295,11 @@ def test_report_holds_the_numbers(dataset, tmp_path):
     assert f"| AP50 | {100 * metrics['AP50']:.1f} |" in report
     rare = metrics["groups"]["rare"]
     assert f"| rare | {rare['classes']} | {rare['classes_with_gt']} | {100 * rare['AP']:.1f} |" in report
+    for name, members in frequency_groups(counts).items():  # each group's span of training images
+        spans = [int(counts[label]) for label in members]
+        assert metrics["groups"][name]["train_images"] == ([min(spans), max(spans)] if spans else None)
+    fewest = min(counts[c] for c in frequency_groups(counts)["rare"])
+    assert re.search(rf"^\| rare \|.*\| {fewest}-\d+ \|$", report, re.MULTILINE)
     # Per-class rows ordered by training images: person (the most frequent class) first.
     section = report.split("## Per class, by training images (%)")[1]
     names = re.findall(r"^\| \d+ \| ([^|]+?) \|", section, flags=re.MULTILINE)
