@@ -92,6 +92,7 @@ def test_recipes_load_and_cpu_ones_differ_only_in_the_loss():
         assert different <= {"description", "paper", "loss", "loss_options", "output"}, name
         assert config["output"] == f"results/detection/{name}" and config["paper"]
         losses[name] = (config["loss"], config["loss_options"])
+        assert (config["optimizer"], config["lr"]) == ("adamw", 1e-4), name  # SGD stalls at this budget
     assert losses == {
         "coco128_mobilenet_bce": ("sigmoid_focal", {"alpha": 0.75, "gamma": 0.0}),
         "coco128_mobilenet_eqlv2": ("eqlv2", {"gamma": 12.0, "mu": 0.8, "alpha": 4.0}),
@@ -104,6 +105,7 @@ def test_gpu_recipe_is_the_detectron2_1x_schedule():
     config = load_detection_train_config("coco_r50_fpn_1x")
     assert (config.backbone, config.iterations, config.batch_size, config.lr) == ("resnet50_fpn", 90000, 16, 0.01)
     assert (config.lr_steps, config.warmup_iterations, config.weight_decay) == ([60000, 80000], 1000, 1e-4)
+    assert (config.optimizer, config.momentum) == ("sgd", 0.9)
     assert (config.min_size, config.max_size, config.loss, config.prior_probability) == (
         800,
         1333,
@@ -125,6 +127,7 @@ def test_gpu_recipe_is_the_detectron2_1x_schedule():
         ("max_size=100", "max_size must be >= min_size"),
         ("dataset=coco", "needs images=<image folder> and annotations"),
         ("itterations=5", "did you mean 'iterations'"),
+        ("optimizer=adam", "optimizer"),
     ],
 )
 def test_bad_config_names_the_key(override, match):
@@ -210,6 +213,23 @@ def test_stopped_run_resumes_to_the_uninterrupted_weights(tmp_path):
     assert (checkpoint["format"], checkpoint["iteration"]) == (CHECKPOINT_FORMAT, 2)
     resumed = train_detection(tiny(tmp_path / "stopped", hflip=0.5, iterations=4), progress=False)
     assert_same(weights(straight), weights(resumed))
+
+
+@needs_coco128
+def test_adamw_run_keeps_adams_moments_in_the_checkpoint_and_resumes_exactly(tmp_path):
+    straight = train_detection(tiny(tmp_path / "straight", optimizer="adamw", lr=1e-3), progress=False)
+    train_detection(tiny(tmp_path / "stopped", optimizer="adamw", lr=1e-3, iterations=2), progress=False)
+    state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["optimizer"]
+    first = next(iter(state["state"].values()))
+    assert {"exp_avg", "exp_avg_sq"} <= first.keys() and "momentum_buffer" not in first
+    assert state["param_groups"][0]["weight_decay"] == 1e-4
+    resumed = train_detection(tiny(tmp_path / "stopped", optimizer="adamw", lr=1e-3, iterations=4), progress=False)
+    assert_same(weights(straight), weights(resumed))
+    sgd = train_detection(tiny(tmp_path / "sgd", lr=1e-3), progress=False)
+    assert not torch.equal(
+        weights(sgd)["head.classification_head.cls_logits.weight"],
+        weights(straight)["head.classification_head.cls_logits.weight"],
+    )
 
 
 def interrupt_at_step(monkeypatch, step, action):

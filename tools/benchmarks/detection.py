@@ -125,6 +125,11 @@ def cpu(args: argparse.Namespace, output: Path) -> tuple[list[dict[str, Any]], d
         "groups": f"rare 1-{RARE_MAX} training images, common {RARE_MAX + 1}-{COMMON_MAX}, frequent > {COMMON_MAX}",
         "backbone": "MobileNetV2-FPN, ImageNet weights (torchvision), same seed for every loss",
     }
+    config = load_detection_train_config(CPU_RECIPES[0], args.overrides)
+    meta["optimiser"] = (
+        f"{config.optimizer} lr {config.lr:g}, weight decay {config.weight_decay:g}, "
+        f"{config.warmup_iterations}-iteration warm-up, x{config.lr_gamma:g} at {config.lr_steps}"
+    )
     if args.overrides:
         meta["overrides"] = " ".join(args.overrides)
     rows = [done[recipe] for recipe in CPU_RECIPES]
