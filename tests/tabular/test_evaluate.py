@@ -213,6 +213,43 @@ def test_benchmark_runs_scores_and_resumes(tmp_path, monkeypatch):
     assert bench.main(arguments) == 0  # resumed: nothing retrained, the same table
     assert (tmp_path / "out" / "loan_runs.jsonl").read_text().splitlines() == lines
     assert json.loads((tmp_path / "out" / "loan.json").read_text())["rows"] == payload["rows"]
+    records = [json.loads(line) for line in lines]
+    original = next(r for r in records if r["method"] == "naive" and r["seed"] == 1)
+    stale = [{**r, "lr": 0.5} if r is original else r for r in records]  # a rate no longer the default
+    (tmp_path / "out" / "loan_runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale))
+    assert bench.main(arguments) == 0  # that run alone is trained again, at the default rate
+    rerun = [json.loads(line) for line in (tmp_path / "out" / "loan_runs.jsonl").read_text().splitlines()]
+    assert len(rerun) == 5
+    assert {**rerun[-1], "seconds": 0} == {**original, "seconds": 0}
+
+
+@needs_loan
+def test_rate_check_takes_the_largest_rate_whose_every_seed_keeps_the_threshold(tmp_path, monkeypatch):
+    monkeypatch.setenv("EQUIPOISE_DATA", str(SHARED))
+    monkeypatch.setenv("EQUIPOISE_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("tabular_rates", ROOT / "tools" / "benchmarks" / "tabular_rates.py")
+    rates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rates)
+    worst = {}  # oracle: the worst validation AUC-ROC over two seeds, one epoch, scored by scikit-learn
+    for lr in rates.GRID:
+        scores = []
+        for seed in (0, 1):
+            split = prepare("loan", seed=seed, val_size=0.2)
+            model = fit("naive", split.X_train, split.y_train, seed=seed, epochs=1, lr=lr, progress=False)
+            scores.append(roc_auc_score(split.y_val, predict_proba(model, split.X_val)))
+        worst[lr] = min(scores)
+    threshold = worst[0.1] + 1e-4  # 0.1 fails by construction
+    expected = next((lr for lr in rates.GRID[1:] if worst[lr] >= threshold), None)
+    tried = rates.GRID if expected is None else rates.GRID[: rates.GRID.index(expected) + 1]
+    arguments = ["--dataset", "loan", "--methods", "naive", "--seeds", "2", "--epochs", "1", "--jobs", "1"]
+    assert rates.main([*arguments, "--threshold", str(threshold), "--output", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "rates_loan.json").read_text())
+    rows = {row["lr"]: row for row in payload["rows"]}
+    assert sorted(rows, reverse=True) == list(tried)
+    assert [lr for lr, row in rows.items() if row["chosen"] == "yes"] == ([] if expected is None else [expected])
+    assert all(row["worst validation AUC-ROC"] == pytest.approx(worst[lr], abs=1e-4) for lr, row in rows.items())
+    with pytest.raises(SystemExit):
+        rates.main(["--dataset", "loan", "--methods", "naive", "--start", "0.3"])
 
 
 def test_scripts_reject_bad_arguments_with_a_message(capsys):

@@ -187,16 +187,30 @@ def _key(record: dict[str, Any]) -> tuple[int, str]:
     return record["seed"], record["method"]
 
 
-def _load_done(path: Path, budget: dict[str, Any]) -> dict[tuple[int, str], dict[str, Any]]:
-    """Finished runs of an earlier call with the same budget."""
+def _load_done(path: Path, budget: dict[str, Any], dataset: str) -> dict[tuple[int, str], dict[str, Any]]:
+    """Finished runs of an earlier call with the same budget and the method's current defaults.
+
+    A run trained at another learning rate or weight decay than the method's current default
+    (``equipoise.tabular.train``) is left out, so that changing a default re-runs that method.
+    """
+    from equipoise.tabular.train import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAY
+
     done = {}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
             record = json.loads(line)
-            if {"select": False, **record.get("budget", {})} == budget:  # runs from before --select: False
-                done[_key(record)] = record
+            if {"select": False, **record.get("budget", {})} != budget:  # runs from before --select: False
+                continue
+            method = record["method"]
+            defaults = {
+                "lr": DEFAULT_LEARNING_RATES[dataset][method],
+                "weight_decay": DEFAULT_WEIGHT_DECAY[dataset][method],
+            }
+            if any(key in record and record[key] != value for key, value in defaults.items()):
+                continue
+            done[_key(record)] = record
     return done
 
 
@@ -320,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_path = output / f"{name}_runs.jsonl"
     if args.fresh and runs_path.exists():
         runs_path.unlink()
-    done = _load_done(runs_path, budget)
+    done = _load_done(runs_path, budget, args.dataset)
 
     from tqdm.auto import tqdm
 
