@@ -34,8 +34,6 @@ VAL_SIZE = 0.2
 
 def check_one(dataset: str, method: str, lr: float, seed: int, epochs: int) -> dict[str, Any]:
     """Train ``method`` at ``lr`` on seed ``seed``'s 80% part; the validation AUC-ROC after each epoch."""
-    import numpy as np
-
     from equipoise.tabular.data import prepare
     from equipoise.tabular.train import fit
 
@@ -43,21 +41,20 @@ def check_one(dataset: str, method: str, lr: float, seed: int, epochs: int) -> d
     began = time.perf_counter()
     record: dict[str, Any] = {"method": method, "lr": lr, "seed": seed, "epochs": epochs}
     try:
-        with np.errstate(all="ignore"):
-            model = fit(
-                method,
-                split.X_train,
-                split.y_train,
-                network=dataset,
-                seed=seed,
-                epochs=epochs,
-                lr=lr,
-                device="cpu",
-                progress=False,
-                X_val=split.X_val,
-                y_val=split.y_val,
-                keep_best=True,
-            )
+        model = fit(
+            method,
+            split.X_train,
+            split.y_train,
+            network=dataset,
+            seed=seed,
+            epochs=epochs,
+            lr=lr,
+            device="cpu",
+            progress=False,
+            X_val=split.X_val,
+            y_val=split.y_val,
+            keep_best=True,
+        )
         history = model.training_record["validation_auroc_history"]
         record["validation_auroc"] = [round(float(score), 6) for score in history]
     except FloatingPointError as error:
