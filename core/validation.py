@@ -13,6 +13,7 @@ device: that is the price of validation, and the reason it can be switched off.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "check_class_priors",
     "check_class_weight",
     "check_class_targets",
+    "check_int",
     "check_logits",
     "check_non_negative",
     "check_positive",
@@ -35,6 +37,13 @@ __all__ = [
 REDUCTIONS = ("none", "mean", "sum")
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
+
+
+def check_int(value: object, name: str, minimum: int = 0, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` (``ValueError`` or a subclass such as a config error) unless ``value`` is an
+    integer (Python or NumPy; not ``bool``) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_reduction(reduction: str) -> None:

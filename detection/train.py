@@ -55,6 +55,7 @@ from equipoise.core.config import ConfigError, config_to_dict, load_config, pack
 from equipoise.core.device import resolve_device
 from equipoise.core.samplers import RepeatFactorSampler
 from equipoise.core.samplers._common import _epoch_generator
+from equipoise.core.validation import check_int
 from equipoise.detection.data import CocoDetection, collate, flip_horizontal, load_coco128
 from equipoise.detection.models import BACKBONES, build_retinanet, head_loss
 
@@ -166,10 +167,10 @@ class DetectionTrainConfig:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"loss {self.loss!r} with loss_options {self.loss_options}: {error}") from None
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "min_size", "max_size"):
-            _check_int(name, getattr(self, name), 1)
+            check_int(getattr(self, name), name, 1, ConfigError)
         for name in ("warmup_iterations", "workers", "seed", "trainable_backbone_layers"):
-            _check_int(name, getattr(self, name), 0)
-        _check_int("fpn_channels", self.fpn_channels, 8)
+            check_int(getattr(self, name), name, 0, ConfigError)
+        check_int(self.fpn_channels, "fpn_channels", 8, ConfigError)
         for name in ("lr", "repeat_threshold", "lr_gamma"):
             if not (isinstance(getattr(self, name), (int, float)) and math.isfinite(getattr(self, name))):
                 raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
@@ -190,11 +191,6 @@ class DetectionTrainConfig:
             raise ConfigError(f"lr_steps must be increasing positive iterations, got {self.lr_steps}")
         if not isinstance(self.output, str) or not self.output:
             raise ConfigError(f"output must be a folder path, got {self.output!r}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def recipes_dir() -> Path:

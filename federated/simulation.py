@@ -68,6 +68,7 @@ from tqdm.auto import tqdm
 
 from equipoise.core.checkpoint import load_checkpoint, save_checkpoint
 from equipoise.core.device import resolve_device
+from equipoise.core.validation import check_int
 from equipoise.federated.client import ClientConfig, attach_etf_head, evaluate_model, local_train
 from equipoise.federated.data import FederatedData
 from equipoise.federated.strategies import STRATEGIES, ClientUpdate, Strategy, build_strategy
@@ -133,10 +134,10 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         for name in ("rounds", "clients_per_round", "min_fit_clients", "evaluate_every"):
-            _check_int(getattr(self, name), name, 1)
+            check_int(getattr(self, name), name, 1)
         if self.num_workers is not None:
-            _check_int(self.num_workers, "num_workers", 1)
-        _check_int(self.seed, "seed", 0)
+            check_int(self.num_workers, "num_workers", 1)
+        check_int(self.seed, "seed", 0)
         if self.min_fit_clients > self.clients_per_round:
             raise ValueError(
                 f"min_fit_clients ({self.min_fit_clients}) must be <= clients_per_round ({self.clients_per_round})"
@@ -665,11 +666,6 @@ def _write_json(path: Path, payload: Any) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(payload, indent=1))
     temporary.replace(path)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ import torch
 from torch import nn
 
 from equipoise.core.registry import Registry
+from equipoise.core.validation import check_int
 
 __all__ = [
     "STRATEGIES",
@@ -170,7 +171,7 @@ class ClientUpdate:
                 f"weights of client {self.client_id!r} must be a mapping of names to tensors (a state_dict), "
                 f"got {type(self.weights).__name__}"
             )
-        _check_integer(self.num_examples, f"num_examples of client {self.client_id!r}", minimum=1)
+        check_int(self.num_examples, f"num_examples of client {self.client_id!r}", minimum=1)
         self.num_examples = int(self.num_examples)
         if self.class_counts is not None:
             self.class_counts = _as_class_counts(self.class_counts, f"class_counts of client {self.client_id!r}")
@@ -217,7 +218,7 @@ class Strategy:
     min_updates: int = 1
 
     def __init__(self, *, min_updates: int = 1) -> None:
-        _check_integer(min_updates, "min_updates", minimum=1)
+        check_int(min_updates, "min_updates", minimum=1)
         self.min_updates = int(min_updates)
 
     # -- the hook -------------------------------------------------------------------------
@@ -239,7 +240,7 @@ class Strategy:
 
     def configure_client(self, server_round: int) -> dict[str, Any]:
         """What clients should do in ``server_round`` (sent with the global weights); default ``{}``."""
-        _check_integer(server_round, "server_round", minimum=0)
+        check_int(server_round, "server_round", minimum=0)
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -272,7 +273,7 @@ class Strategy:
                 malformed ``global_weights``, an update that is not a :class:`ClientUpdate`,
                 duplicate client ids, or a ``combine`` returning the wrong keys or shapes.
         """
-        _check_integer(server_round, "server_round", minimum=0)
+        check_int(server_round, "server_round", minimum=0)
         _check_global(global_weights)
         updates = list(updates)
         _check_updates(updates)
@@ -426,7 +427,7 @@ class FedProx(FedAvg):
         self.proximal_mu = float(proximal_mu)
 
     def configure_client(self, server_round: int) -> dict[str, Any]:
-        _check_integer(server_round, "server_round", minimum=0)
+        check_int(server_round, "server_round", minimum=0)
         return {"proximal_mu": self.proximal_mu}
 
     def __repr__(self) -> str:
@@ -804,11 +805,6 @@ def build_strategy(name: str, **options: Any) -> Strategy:
 def _names(names: Sequence[str]) -> str:
     shown = ", ".join(repr(name) for name in names[:_MAX_NAMES])
     return shown + (f" and {len(names) - _MAX_NAMES} more" if len(names) > _MAX_NAMES else "")
-
-
-def _check_integer(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_number(value: Any, name: str, low: float, high: float | None = None, low_inclusive: bool = True) -> None:

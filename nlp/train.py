@@ -99,6 +99,7 @@ from equipoise.core.config import ConfigError, config_to_dict, load_config, pack
 from equipoise.core.device import resolve_device
 from equipoise.core.losses import LOSSES, DeferredReweighting, inverse_frequency_weights
 from equipoise.core.samplers import SAMPLERS
+from equipoise.core.validation import check_int
 from equipoise.nlp.data import (
     CONLL2003_LABELS,
     IGNORE_INDEX,
@@ -256,11 +257,11 @@ class NLPTrainConfig:
         self._check_loss()
         self._check_sampler()
         for name in ("max_length", "batch_size", "eval_batch_size", "logging_steps"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("seed", self.seed, minimum=0)
+            check_int(getattr(self, name), name, 1, ConfigError)
+        check_int(self.seed, "seed", 0, ConfigError)
         for name in ("max_train_examples", "max_eval_examples", "save_total_limit"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
+                check_int(getattr(self, name), name, 1, ConfigError)
         _check_number("epochs", self.epochs, low=0.0, low_open=True)
         _check_number("lr", self.lr, low=0.0, low_open=True)
         _check_number("weight_decay", self.weight_decay, low=0.0)
@@ -308,7 +309,7 @@ class NLPTrainConfig:
             )
         if self.drw_epoch is None:
             return
-        _check_int("drw_epoch", self.drw_epoch, minimum=0)
+        check_int(self.drw_epoch, "drw_epoch", 0, ConfigError)
         if "weight" not in parameters:
             with_weight = [n for n in LOSSES.names() if "weight" in inspect.signature(LOSSES.get(n)).parameters]
             raise ConfigError(
@@ -346,13 +347,6 @@ class NLPTrainConfig:
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_number(

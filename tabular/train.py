@@ -176,7 +176,7 @@ from equipoise.core.metrics import evaluate_binary
 from equipoise.core.registry import Registry
 from equipoise.core.resampling import resample
 from equipoise.core.samplers import RandomUnderSampler
-from equipoise.core.validation import check_non_negative, check_positive
+from equipoise.core.validation import check_int, check_non_negative, check_positive
 
 __all__ = [
     "METHODS",
@@ -406,9 +406,9 @@ def fit(
             )
         validation = (val_inputs, val_targets)
     task = _task_of(network)
-    _check_int(seed, "seed", minimum=0)
-    _check_int(epochs, "epochs", minimum=1)
-    _check_int(batch_size, "batch_size", minimum=1)
+    check_int(seed, "seed", minimum=0)
+    check_int(epochs, "epochs", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
     lr = DEFAULT_LEARNING_RATES[task][method] if lr is None else lr
     weight_decay = DEFAULT_WEIGHT_DECAY[task][method] if weight_decay is None else weight_decay
     check_positive(lr, "lr")
@@ -983,8 +983,8 @@ def _train_metabalance(
     for name, value in (("support", support), ("query", query)):
         if value not in BATCH_STRATEGIES:
             raise ValueError(f"{name} must be one of {BATCH_STRATEGIES}, got {value!r}")
-    _check_int(query_batch_size, "query_batch_size", minimum=1)
-    _check_int(meta_steps, "meta_steps", minimum=1)
+    check_int(query_batch_size, "query_batch_size", minimum=1)
+    check_int(meta_steps, "meta_steps", minimum=1)
     check_non_negative(inner_lr, "inner_lr")
     check_non_negative(beta, "beta")
     support_stream = _batch_stream(run, run.batch_size, support)
@@ -1322,8 +1322,3 @@ def _finite(loss: float, run: _Run, index: int, unit: str = "epoch") -> float:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_int(value: object, name: str, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -47,7 +47,7 @@ from torch.utils.data import Sampler
 
 from equipoise.core.registry import Registry
 from equipoise.core.samplers.labels import LabelsLike, as_labels
-from equipoise.core.validation import ArrayLike, as_class_counts, check_class_counts
+from equipoise.core.validation import ArrayLike, as_class_counts, check_class_counts, check_int
 
 __all__ = ["SAMPLERS", "check_epoch", "sample_by_class"]
 
@@ -56,12 +56,7 @@ SAMPLERS: Registry = Registry("sampler")
 
 def check_epoch(epoch: int, name: str = "epoch") -> None:
     """Raise ``ValueError`` unless ``epoch`` is an integer >= 0."""
-    _check_integer(epoch, name, minimum=0)
-
-
-def _check_integer(value: int, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    check_int(epoch, name, minimum=0)
 
 
 def _check_finite(value: float, name: str) -> None:
@@ -83,7 +78,7 @@ class _ClassIndex:
             num_classes = largest + 1
             origin = "classes are 0 .. max(labels)"
         else:
-            _check_integer(num_classes, "num_classes", minimum=1)
+            check_int(num_classes, "num_classes", minimum=1)
             num_classes = int(num_classes)
             if largest >= num_classes:
                 position = int(torch.nonzero(labels >= num_classes)[0, 0])
@@ -192,7 +187,7 @@ def sample_by_class(
             f"class {int(missing[0])} has probability {float(probabilities[missing[0]]):.4g} but no sample in labels"
         )
     num_samples = labels.numel() if num_samples is None else num_samples
-    _check_integer(num_samples, "num_samples", minimum=1)
+    check_int(num_samples, "num_samples", minimum=1)
     if seed is not None:
         generator = _epoch_generator(_base_seed(seed, generator), 0)
     return index.draw(probabilities, int(num_samples), generator)
@@ -207,7 +202,7 @@ def _base_seed(seed: int | None, generator: torch.Generator | None) -> int:
         return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     if seed is None:
         return 0
-    _check_integer(seed, "seed", minimum=0)
+    check_int(seed, "seed", minimum=0)
     return int(seed)
 
 
@@ -224,8 +219,8 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = dist.get_world_size() if initialised else 1
     if rank is None:
         rank = dist.get_rank() if initialised else 0
-    _check_integer(num_replicas, "num_replicas", minimum=1)
-    _check_integer(rank, "rank", minimum=0)
+    check_int(num_replicas, "num_replicas", minimum=1)
+    check_int(rank, "rank", minimum=0)
     if rank >= num_replicas:
         raise ValueError(f"rank must lie in [0, num_replicas) = [0, {num_replicas}), got rank={rank}")
     return int(num_replicas), int(rank)
@@ -279,7 +274,7 @@ class _ClassAwareSampler(Sampler[int]):
     def _set_num_samples(self, num_samples: int | None) -> None:
         if num_samples is None:
             num_samples = self._index.num_labels
-        _check_integer(num_samples, "num_samples", minimum=1)
+        check_int(num_samples, "num_samples", minimum=1)
         self.num_samples = int(num_samples)
 
     def set_epoch(self, epoch: int) -> None:

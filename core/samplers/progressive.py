@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import torch
 
-from equipoise.core.samplers._common import SAMPLERS, _check_finite, _check_integer, _ClassAwareSampler, check_epoch
+from equipoise.core.samplers._common import SAMPLERS, _check_finite, _ClassAwareSampler, check_epoch
 from equipoise.core.samplers.balanced import _checked_counts, _power
 from equipoise.core.samplers.labels import LabelsLike
-from equipoise.core.validation import ArrayLike
+from equipoise.core.validation import ArrayLike, check_int
 
 __all__ = [
     "DeferredResampling",
@@ -70,7 +70,7 @@ def progressive_class_probabilities(class_counts: ArrayLike, epoch: int, total_e
     """
     counts = _checked_counts(class_counts)
     check_epoch(epoch)
-    _check_integer(total_epochs, "total_epochs", minimum=1)
+    check_int(total_epochs, "total_epochs", minimum=1)
     return _progressive(counts, epoch, total_epochs)
 
 
@@ -158,7 +158,7 @@ class ProgressivelyBalancedSampler(_ScheduledSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
-        _check_integer(total_epochs, "total_epochs", minimum=1)
+        check_int(total_epochs, "total_epochs", minimum=1)
         super().__init__(labels, num_samples, num_classes, allow_empty_classes, seed, generator, num_replicas, rank)
         self.total_epochs = int(total_epochs)
 

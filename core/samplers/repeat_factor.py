@@ -54,14 +54,13 @@ from equipoise.core.samplers._common import (
     SAMPLERS,
     _base_seed,
     _check_finite,
-    _check_integer,
     _epoch_generator,
     _rank_share,
     _replicas,
     check_epoch,
 )
 from equipoise.core.samplers.labels import LabelsLike, as_labels
-from equipoise.core.validation import ArrayLike, as_class_counts
+from equipoise.core.validation import ArrayLike, as_class_counts, check_int
 
 __all__ = ["RepeatFactorSampler", "repeat_factors"]
 
@@ -105,7 +104,7 @@ def _image_class_pairs(image_labels: ImageLabels, num_classes: int | None) -> tu
             f"got {type(image_labels).__name__}"
         )
     if num_classes is not None:
-        _check_integer(num_classes, "num_classes", minimum=1)
+        check_int(num_classes, "num_classes", minimum=1)
     lengths: list[int] = []
     flat: list[Any] = []
     for position, classes in enumerate(image_labels):
@@ -259,7 +258,7 @@ class RepeatFactorSampler(Sampler[int]):
         elif labels is not None:
             single = as_labels(labels)
             if num_classes is not None:
-                _check_integer(num_classes, "num_classes", minimum=1)
+                check_int(num_classes, "num_classes", minimum=1)
             samples = torch.arange(single.numel())
             _check_class_range(single, samples, num_classes, "labels")
             factors = _image_repeat_factors(samples, single, single.numel(), float(threshold))

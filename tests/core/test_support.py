@@ -1,17 +1,19 @@
 """Metrics, reporting, long-tailed profiles, device selection and validation messages."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
+from equipoise.core.config import ConfigError
 from equipoise.core.device import resolve_device
 from equipoise.core.imbalance import long_tailed_counts, long_tailed_indices
 from equipoise.core.metrics import classification_summary, plot_per_class
 from equipoise.core.reporting import format_value, markdown_table, write_table
-from equipoise.core.validation import check_class_counts, check_class_targets, check_logits
+from equipoise.core.validation import check_class_counts, check_class_targets, check_int, check_logits
 
 
 def test_cifar10_lt_counts_match_the_published_profile():
@@ -126,6 +128,19 @@ def test_validation_messages_name_argument_and_value():
         check_class_counts(torch.tensor([0.0, 2.0]))
     with pytest.raises(TypeError, match="logits must be a torch.Tensor"):
         check_logits(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.uint8(1)])
+def test_check_int_takes_python_and_numpy_integers_at_or_above_the_minimum(value):
+    check_int(value, "epochs", minimum=1)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.0, 2.5, "3", None, np.float32(2)])
+def test_check_int_refuses_non_integers_bools_and_small_values_naming_them(value):
+    with pytest.raises(ValueError, match=rf"^epochs must be an integer >= 1, got {re.escape(repr(value))}$"):
+        check_int(value, "epochs", minimum=1)
+    with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):  # a config's own error type
+        check_int(value, "epochs", minimum=1, error=ConfigError)
 
 
 @pytest.mark.parametrize("exponent", [0.0, 0.01, 0.5, 1.0, 2.0, 2.5])

@@ -119,7 +119,7 @@ def test_gpu_recipe_is_the_detectron2_1x_schedule():
     [
         ("loss=cross_entropy", "takes class indices"),
         ("loss=sigmoid_seesaw", "unexpected keyword argument 'alpha'"),
-        ("iterations=0", "iterations must be an int >= 1"),
+        ("iterations=0", "iterations must be an integer >= 1"),
         ("hflip=1.5", r"hflip must be in \[0, 1\]"),
         ("lr_steps=[300,200]", "lr_steps must be increasing"),
         ("backbone=vgg", "backbone must be one of"),

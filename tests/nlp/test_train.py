@@ -298,7 +298,7 @@ CLASSIFICATION = {"task": "classification", "dataset": "imdb", "base_model": "Fa
         (TAGGING, "lr=0", r"lr must be in \(0.0, inf\)"),
         (TAGGING, "epochs=-1", "epochs must be in"),
         (TAGGING, "warmup_ratio=1.0", "warmup_ratio must be in"),
-        (TAGGING, "max_train_examples=0", "max_train_examples must be >= 1"),
+        (TAGGING, "max_train_examples=0", "max_train_examples must be an integer >= 1"),
         (TAGGING, "batch_size=1.5", "batch_size must be an integer"),
         (TAGGING, "device=tpu", "device must be one of"),
         (TAGGING, "bogus_key=1", "unknown key 'bogus_key'"),
@@ -319,7 +319,7 @@ def test_bad_config_names_the_key(recipe, override, match):
         (["loss=dice", "drw_epoch=1", "epochs=2"], "loss 'dice' takes no class weight; losses that do: .*ldam"),
         (["loss=ldam", "drw_epoch=2", "epochs=2"], "drw_epoch=2 is never reached in epochs=2.0"),
         (["loss=ldam", "drw_epoch=1", "epochs=2", "loss_options={weight: inverse_frequency}"], "remove 'weight'"),
-        (["loss=ldam", "drw_epoch=-1", "epochs=2"], "drw_epoch must be >= 0"),
+        (["loss=ldam", "drw_epoch=-1", "epochs=2"], "drw_epoch must be an integer >= 0"),
     ],
 )
 def test_bad_deferred_reweighting(overrides, match):
