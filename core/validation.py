@@ -39,10 +39,14 @@ REDUCTIONS = ("none", "mean", "sum")
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
 
-def check_int(value: object, name: str, minimum: int = 0, error: type[Exception] = ValueError) -> None:
+def check_int(
+    value: object, name: str, minimum: int = 0, error: type[Exception] = ValueError, numpy: bool = True
+) -> None:
     """Raise ``error`` (``ValueError`` or a subclass such as a config error) unless ``value`` is an
-    integer (Python or NumPy; not ``bool``) ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    integer (not ``bool``) ``>= minimum``; NumPy integers count unless ``numpy=False`` (configs,
+    which are written out as YAML, take Python ints only)."""
+    kind = numbers.Integral if numpy else int
+    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
         raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 

@@ -167,10 +167,10 @@ class DetectionTrainConfig:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"loss {self.loss!r} with loss_options {self.loss_options}: {error}") from None
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "min_size", "max_size"):
-            check_int(getattr(self, name), name, 1, ConfigError)
+            check_int(getattr(self, name), name, 1, ConfigError, numpy=False)
         for name in ("warmup_iterations", "workers", "seed", "trainable_backbone_layers"):
-            check_int(getattr(self, name), name, 0, ConfigError)
-        check_int(self.fpn_channels, "fpn_channels", 8, ConfigError)
+            check_int(getattr(self, name), name, 0, ConfigError, numpy=False)
+        check_int(self.fpn_channels, "fpn_channels", 8, ConfigError, numpy=False)
         for name in ("lr", "repeat_threshold", "lr_gamma"):
             if not (isinstance(getattr(self, name), (int, float)) and math.isfinite(getattr(self, name))):
                 raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")

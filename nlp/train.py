@@ -257,11 +257,11 @@ class NLPTrainConfig:
         self._check_loss()
         self._check_sampler()
         for name in ("max_length", "batch_size", "eval_batch_size", "logging_steps"):
-            check_int(getattr(self, name), name, 1, ConfigError)
-        check_int(self.seed, "seed", 0, ConfigError)
+            check_int(getattr(self, name), name, 1, ConfigError, numpy=False)
+        check_int(self.seed, "seed", 0, ConfigError, numpy=False)
         for name in ("max_train_examples", "max_eval_examples", "save_total_limit"):
             if getattr(self, name) is not None:
-                check_int(getattr(self, name), name, 1, ConfigError)
+                check_int(getattr(self, name), name, 1, ConfigError, numpy=False)
         _check_number("epochs", self.epochs, low=0.0, low_open=True)
         _check_number("lr", self.lr, low=0.0, low_open=True)
         _check_number("weight_decay", self.weight_decay, low=0.0)
@@ -309,7 +309,7 @@ class NLPTrainConfig:
             )
         if self.drw_epoch is None:
             return
-        check_int(self.drw_epoch, "drw_epoch", 0, ConfigError)
+        check_int(self.drw_epoch, "drw_epoch", 0, ConfigError, numpy=False)
         if "weight" not in parameters:
             with_weight = [n for n in LOSSES.names() if "weight" in inspect.signature(LOSSES.get(n)).parameters]
             raise ConfigError(

@@ -143,6 +143,12 @@ def test_check_int_refuses_non_integers_bools_and_small_values_naming_them(value
         check_int(value, "epochs", minimum=1, error=ConfigError)
 
 
+def test_check_int_without_numpy_takes_python_ints_only():
+    check_int(3, "epochs", minimum=1, numpy=False)
+    with pytest.raises(ValueError, match=r"epochs must be an integer >= 1, got np.int64\(3\)"):
+        check_int(np.int64(3), "epochs", minimum=1, numpy=False)
+
+
 @pytest.mark.parametrize("exponent", [0.0, 0.01, 0.5, 1.0, 2.0, 2.5])
 def test_power_is_exact_and_has_finite_gradients_at_zero(exponent):
     from equipoise.core.losses._common import power

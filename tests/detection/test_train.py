@@ -12,6 +12,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -133,6 +134,11 @@ def test_gpu_recipe_is_the_detectron2_1x_schedule():
 def test_bad_config_names_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         load_detection_train_config("coco128_mobilenet_bce", [override])
+
+
+def test_numpy_integers_are_refused_in_a_config_that_is_written_as_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"iterations must be an integer >= 1, got np.int64\(5\)"):
+        tiny(tmp_path, iterations=np.int64(5))
 
 
 def test_learning_rate_is_detectron2s_warmup_multistep():
