@@ -224,7 +224,7 @@ def test_benchmark_runs_scores_and_resumes(tmp_path, monkeypatch):
 
 
 @needs_loan
-def test_rate_check_takes_the_largest_rate_whose_every_seed_keeps_the_threshold(tmp_path, monkeypatch):
+def test_rate_check_takes_the_largest_rate_whose_every_seed_keeps_the_threshold(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EQUIPOISE_DATA", str(SHARED))
     monkeypatch.setenv("EQUIPOISE_CACHE", str(tmp_path / "cache"))
     spec = importlib.util.spec_from_file_location("tabular_rates", ROOT / "tools" / "benchmarks" / "tabular_rates.py")
@@ -248,8 +248,14 @@ def test_rate_check_takes_the_largest_rate_whose_every_seed_keeps_the_threshold(
     assert sorted(rows, reverse=True) == list(tried)
     assert [lr for lr, row in rows.items() if row["chosen"] == "yes"] == ([] if expected is None else [expected])
     assert all(row["worst validation AUC-ROC"] == pytest.approx(worst[lr], abs=1e-4) for lr, row in rows.items())
-    with pytest.raises(SystemExit):
-        rates.main(["--dataset", "loan", "--methods", "naive", "--start", "0.3"])
+    for bad, message in [
+        (["--methods", "naive", "--start", "0.3"], "--start rates must be in the grid"),
+        (["--methods", "naive", "l2rw", "--start", "0.1", "0.05", "0.02"], "one per method (2), got 3"),
+        (["--methods", "naive", "--seeds", "0"], "--seeds and --epochs must be >= 1, got 0 and 3"),
+    ]:
+        with pytest.raises(SystemExit):
+            rates.main(["--dataset", "loan", *bad])
+        assert message in capsys.readouterr().err
 
 
 def test_scripts_reject_bad_arguments_with_a_message(capsys):
