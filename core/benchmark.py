@@ -28,6 +28,7 @@ __all__ = [
     "keep_freed_memory",
     "process_tree",
     "run_measured",
+    "single_thread_worker",
     "time_interleaved",
 ]
 
@@ -228,6 +229,17 @@ def benchmark_losses(
 # --------------------------------------------------------------------------------------------
 # Wall time and peak memory of a command and every process it starts
 # --------------------------------------------------------------------------------------------
+
+
+def single_thread_worker() -> None:
+    """A process pool's ``initializer`` for benchmarks that run one job per core: torch, and the
+    BLAS/OpenMP pools NumPy and scikit-learn loaded (threadpoolctl), get one thread each for the
+    life of the process. (Libraries loaded later, such as faiss, read ``OMP_NUM_THREADS``: set it
+    to 1 before starting the pool.)"""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    single_thread_worker.limits = threadpool_limits(1)  # kept: the limit lasts while the object lives
 
 
 def process_tree(pid: int) -> list[int]:

@@ -58,3 +58,18 @@ def test_process_tree_lists_descendants_only():
     finally:
         child.kill()
         child.wait()
+
+
+def test_single_thread_worker_limits_torch_and_the_loaded_thread_pools():
+    import subprocess
+
+    code = (
+        "import numpy, torch, threadpoolctl\n"
+        "from equipoise.core.benchmark import single_thread_worker\n"
+        "single_thread_worker()\n"
+        "pools = {pool['num_threads'] for pool in threadpoolctl.threadpool_info()}\n"
+        "print(torch.get_num_threads(), sorted(pools))\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
+    assert result.stdout.split("\n")[0] == "1 [1]"

@@ -69,7 +69,7 @@ def test_sklearn_pipeline_and_methods_through_method_options():
     scores = cross_val_score(pipeline, X, y, scoring="roc_auc", cv=3)
     assert scores.shape == (3,) and np.all(scores > 0.7)
     record = pipeline.fit(X, y)[-1].training_record_
-    assert record["method"] == "smote" and record["options"] == {"k_neighbors": 3}
+    assert record["method"] == "smote" and record["options"] == {"neighbors": "faiss", "k_neighbors": 3}
     assert record["class_counts"][0] == record["class_counts"][1]  # SMOTE balanced the training set
 
 

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss as torchvision_focal_loss
 
-from equipoise.core.resampling import available_resamplers, resample
+from equipoise.core.resampling import FAISS_RESAMPLERS, available_resamplers, resample
 from equipoise.tabular import train
 from equipoise.tabular.train import (
     DEFAULT_LEARNING_RATES,
@@ -148,9 +148,11 @@ def test_resampling_method_equals_naive_on_core_resample(method, monkeypatch):
 
     monkeypatch.setattr(train, "resample", spy)
     model = fit(method, X, y, seed=3, lr=0.05, **FAST)
-    assert calls == [(method, 3, {})]
+    options = {"neighbors": "faiss"} if method in FAISS_RESAMPLERS else {}
+    assert calls == [(method, 3, options)]
+    assert model.training_record["options"] == options
 
-    X_resampled, y_resampled = resample(X, y, method, seed=3)
+    X_resampled, y_resampled = resample(X, y, method, seed=3, **options)
     oracle = fit("naive", X_resampled, y_resampled, seed=3, lr=0.05, **FAST)
     assert _states_equal(model, oracle)
     assert model.training_record["class_counts"] == np.bincount(y_resampled, minlength=2).tolist()
@@ -159,8 +161,12 @@ def test_resampling_method_equals_naive_on_core_resample(method, monkeypatch):
 def test_resampler_options_reach_imbalanced_learn_and_unknown_ones_raise():
     X, y = _data()
     model = fit("smote", X, y, k_neighbors=2, **FAST)
-    X_resampled, y_resampled = resample(X, y, "smote", seed=0, k_neighbors=2)
+    X_resampled, y_resampled = resample(X, y, "smote", seed=0, k_neighbors=2, neighbors="faiss")
     assert _states_equal(model, fit("naive", X_resampled, y_resampled, lr=0.1, **FAST))
+    sklearn_model = fit("smote", X, y, k_neighbors=2, neighbors="sklearn", **FAST)
+    assert sklearn_model.training_record["options"] == {"neighbors": "sklearn", "k_neighbors": 2}
+    X_resampled, y_resampled = resample(X, y, "smote", seed=0, k_neighbors=2)
+    assert _states_equal(sklearn_model, fit("naive", X_resampled, y_resampled, lr=0.1, **FAST))
     with pytest.raises(TypeError, match="k_neighbours"):
         fit("smote", X, y, k_neighbours=2, **FAST)
 

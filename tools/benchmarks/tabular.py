@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from equipoise.core.benchmark import single_thread_worker
 from equipoise.tabular.train import RESAMPLING_METHODS
 
 # Order of the paper's Table 2 (the names of equipoise.tabular.train.METHODS).
@@ -168,19 +169,12 @@ def run_one(
         seconds=round(seconds, 2),
         lr=model.training_record["lr"],
         weight_decay=model.training_record["weight_decay"],
+        neighbors=model.training_record["options"].get("neighbors"),
         collapsed=model.training_record["collapsed"],
     )
     if select:
         record["best_index"] = model.training_record["best_index"]
     return record
-
-
-def _init_worker() -> None:
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    _init_worker.limits = threadpool_limits(1)  # BLAS/OpenMP of NumPy and scikit-learn, for the process
 
 
 def _key(record: dict[str, Any]) -> tuple[int, str]:
@@ -190,10 +184,17 @@ def _key(record: dict[str, Any]) -> tuple[int, str]:
 def _load_done(path: Path, budget: dict[str, Any], dataset: str) -> dict[tuple[int, str], dict[str, Any]]:
     """Finished runs of an earlier call with the same budget and the method's current defaults.
 
-    A run trained at another learning rate or weight decay than the method's current default
+    A run trained at another learning rate, weight decay or neighbour search (``neighbors``; runs
+    recorded without one used scikit-learn's) than the method's current default
     (``equipoise.tabular.train``) is left out, so that changing a default re-runs that method.
     """
-    from equipoise.tabular.train import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAY
+    from equipoise.core.resampling import FAISS_RESAMPLERS
+    from equipoise.tabular.train import (
+        DEFAULT_LEARNING_RATES,
+        DEFAULT_WEIGHT_DECAY,
+        RESAMPLING_METHODS,
+        RESAMPLING_NEIGHBORS,
+    )
 
     done = {}
     if path.is_file():
@@ -209,6 +210,9 @@ def _load_done(path: Path, budget: dict[str, Any], dataset: str) -> dict[tuple[i
                 "weight_decay": DEFAULT_WEIGHT_DECAY[dataset][method],
             }
             if any(key in record and record[key] != value for key, value in defaults.items()):
+                continue
+            searches = method in RESAMPLING_METHODS and method in FAISS_RESAMPLERS
+            if record.get("neighbors", "sklearn" if searches else None) != (RESAMPLING_NEIGHBORS if searches else None):
                 continue
             done[_key(record)] = record
     return done
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # read by the workers' OpenMP at start
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=single_thread_worker) as pool:
             budget_args = (epochs, args.meta_epochs, args.device, args.select)
             futures = [pool.submit(run_one, *task, s, m, *budget_args) for s, m in todo]
             for future in as_completed(futures):
