@@ -154,28 +154,9 @@ _OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("method", sorted(FAISS_RESAMPLERS))
-def test_faiss_neighbours_give_imbalanced_learns_result(method, monkeypatch):
-    X, y = _imbalanced()
-    options = _OPTIONS.get(method, {})
-    X_sklearn, y_sklearn = resample(X, y, method, seed=4, **options)
-
-    calls = []
-    original = FaissNearestNeighbors.kneighbors
-
-    def counting(self, *args, **kwargs):
-        calls.append(self.n_neighbors)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(FaissNearestNeighbors, "kneighbors", counting)
-    X_faiss, y_faiss = resample(X, y, method, seed=4, neighbors="faiss", **options)
-    assert calls, f"{method} never searched on faiss"
-    np.testing.assert_array_equal(y_faiss, y_sklearn)
-    np.testing.assert_allclose(X_faiss, X_sklearn, atol=1e-6)
-
-
-def test_all_knn_runs_every_pass_on_faiss(monkeypatch):
-    X, y = _imbalanced(1)
+@pytest.fixture
+def faiss_searches(monkeypatch):
+    """The ``n_neighbors`` of every faiss search made while the test runs."""
     sizes = []
     original = FaissNearestNeighbors.kneighbors
 
@@ -184,9 +165,26 @@ def test_all_knn_runs_every_pass_on_faiss(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(FaissNearestNeighbors, "kneighbors", counting)
+    return sizes
+
+
+@pytest.mark.parametrize("method", sorted(FAISS_RESAMPLERS))
+def test_faiss_neighbours_give_imbalanced_learns_result(method, faiss_searches):
+    X, y = _imbalanced()
+    options = _OPTIONS.get(method, {})
+    X_sklearn, y_sklearn = resample(X, y, method, seed=4, **options)
+    assert not faiss_searches
+    X_faiss, y_faiss = resample(X, y, method, seed=4, neighbors="faiss", **options)
+    assert faiss_searches, f"{method} never searched on faiss"
+    np.testing.assert_array_equal(y_faiss, y_sklearn)
+    np.testing.assert_allclose(X_faiss, X_sklearn, atol=1e-6)
+
+
+def test_all_knn_runs_every_pass_on_faiss(faiss_searches):
+    X, y = _imbalanced(1)
     resample(X, y, "all_knn", neighbors="faiss", n_neighbors=3)
     # Passes with 1, 2, 3 neighbours (+ the point itself), one query per cleaned class each.
-    assert sorted(set(sizes)) == [2, 3, 4]
+    assert sorted(set(faiss_searches)) == [2, 3, 4]
 
 
 def test_user_neighbour_counts_are_kept():
