@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -662,6 +663,32 @@ def test_benchmark_records_runs_skips_them_and_rescores_without_training(roberta
     assert (rescored["micro_f1"], rescored["macro_f1"]) == (expected["f1"], expected["macro_f1"])
     table = json.loads((tmp_path / "conll.json").read_text())
     assert table["rows"][0]["examples"] == 40
+
+
+def test_benchmark_recipes_option_trains_and_tabulates_only_those(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("nlp_benchmark_recipes", ROOT / "tools" / "benchmarks" / "nlp.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    trained = []
+
+    def fake_run(recipe, output, args):
+        trained.append(recipe)
+        return {"recipe": recipe, "micro_f1": 0.5}
+
+    monkeypatch.setattr(bench, "_run", fake_run)
+    chosen = ["conll_minilm_dice", "conll_minilm_ce"]
+    assert bench.main(["conll", "--recipes", *chosen, "--output", str(tmp_path)]) == 0
+    assert trained == ["conll_minilm_ce", "conll_minilm_dice"]  # the benchmark's order
+    rows = json.loads((tmp_path / "conll.json").read_text())["rows"]
+    assert [row["recipe"] for row in rows] == trained
+    for arguments, message in (
+        (["conll", "--recipes", "conll_minilm_nope"], r"\['conll_minilm_nope'\] not in conll's recipes"),
+        (["conll-lr", "--recipes", "conll_minilm_ce"], "--recipes is for .* not conll-lr"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main([*arguments, "--output", str(tmp_path)])
+        assert exit_info.value.code == 2
+        assert re.search(message, capsys.readouterr().err)
 
 
 @needs_conll

