@@ -163,8 +163,10 @@ def resample(
         ValueError: unknown ``method``; ``X``/``y`` of different lengths; ``y`` not 1-D; a
             single class; NaN or inf in ``X``; a class too small for the SMOTE family's
             neighbour search (the message names the class, its size, and how far to lower
-            ``k_neighbors``).
-        TypeError: a keyword the sampler does not take, or ``random_state`` given instead of ``seed``.
+            ``k_neighbors``); ``neighbors`` not ``"sklearn"``/``"faiss"``, or ``"faiss"`` for a
+            method whose search imbalanced-learn builds itself.
+        TypeError: a keyword the sampler does not take, or ``random_state`` given instead of ``seed``;
+            ``neighbors="faiss"`` with sparse ``X``, or with ``smote_enn``'s own ``smote``/``enn``.
         ImportError: ``neighbors="faiss"`` without the faiss package.
     """
     sampler_class = RESAMPLERS.get(method)
@@ -187,6 +189,10 @@ def resample(
     y_in, y_tensor = _to_numpy(y)
     labels = _check_resample_inputs(X_in, y_in)
     if neighbors == "faiss":
+        if scipy.sparse.issparse(X_in) and method not in _NO_NEIGHBOURS:
+            raise TypeError(
+                "neighbors='faiss' searches dense arrays: pass X dense, or neighbors='sklearn' for sparse X"
+            )
         sampler_class, kwargs = _with_faiss_neighbours(method, sampler_class, kwargs)
     try:
         X_out, y_out = sampler_class(**kwargs).fit_resample(X_in, y_in)

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.sparse
 from sklearn.base import clone
 from sklearn.neighbors import NearestNeighbors
 
@@ -206,6 +207,8 @@ def test_methods_without_neighbour_search_ignore_it_and_the_rest_refuse_it():
             resample(X, y, method, neighbors="faiss")
     with pytest.raises(ValueError, match="neighbors must be 'sklearn' or 'faiss', got 'annoy'"):
         resample(X, y, "smote", neighbors="annoy")
+    with pytest.raises(TypeError, match="neighbors='faiss' searches dense arrays"):
+        resample(scipy.sparse.csr_matrix(X), y, "smote", neighbors="faiss")
     with pytest.raises(TypeError, match=r"builds its own SMOTE and ENN.*\['smote'\]"):
         resample(X, y, "smote_enn", neighbors="faiss", smote=None)
 
