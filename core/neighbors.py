@@ -20,7 +20,7 @@ order of tied distances (duplicate rows), which neither library specifies.
 
 from __future__ import annotations
 
-import importlib.util
+import os
 from typing import Any
 
 import numpy as np
@@ -29,12 +29,7 @@ from sklearn.base import BaseEstimator
 
 from equipoise.core.validation import check_int
 
-__all__ = ["FaissNearestNeighbors", "faiss_available"]
-
-
-def faiss_available() -> bool:
-    """Whether ``faiss`` (the ``faiss-cpu`` or ``faiss-gpu`` package) can be imported."""
-    return importlib.util.find_spec("faiss") is not None
+__all__ = ["FaissNearestNeighbors"]
 
 
 def _import_faiss() -> Any:
@@ -164,8 +159,6 @@ def _drop_self(squared: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _threads(n_jobs: int) -> int:
-    import os
-
     if n_jobs == -1:
         return os.cpu_count() or 1
     check_int(n_jobs, "n_jobs", 1)

@@ -208,7 +208,7 @@ def resample(
 
 def _with_faiss_neighbours(method: str, sampler_class: type, kwargs: dict[str, Any]) -> tuple[type, dict[str, Any]]:
     """The sampler class and arguments that run ``method``'s neighbour searches on faiss."""
-    from equipoise.core.neighbors import FaissNearestNeighbors, _import_faiss
+    from equipoise.core.neighbors import _import_faiss
 
     if method in _NO_NEIGHBOURS:
         return sampler_class, kwargs
@@ -218,8 +218,6 @@ def _with_faiss_neighbours(method: str, sampler_class: type, kwargs: dict[str, A
             f"itself); it is for {sorted(FAISS_RESAMPLERS)}"
         )
     _import_faiss()
-    kwargs = dict(kwargs)
-    n_jobs = kwargs.get("n_jobs")
     if method == "smote_enn":
         given = sorted({"smote", "enn"} & set(kwargs))
         if given:
@@ -227,23 +225,30 @@ def _with_faiss_neighbours(method: str, sampler_class: type, kwargs: dict[str, A
                 f"smote_enn with neighbors='faiss' builds its own SMOTE and ENN; pass neighbors='sklearn' with your "
                 f"own {given}, or put FaissNearestNeighbors inside them yourself"
             )
-        strategy = kwargs.get("sampling_strategy", "auto")
-        kwargs["smote"] = SMOTE(
-            sampling_strategy=strategy,
-            random_state=kwargs.get("random_state"),
-            k_neighbors=FaissNearestNeighbors(5 + 1, n_jobs=n_jobs),
-        )
-        kwargs["enn"] = EditedNearestNeighbours(
-            sampling_strategy="all", n_neighbors=FaissNearestNeighbors(3 + 1, n_jobs=n_jobs), n_jobs=n_jobs
-        )
-        return sampler_class, kwargs
+        # SMOTEENN's own defaults (imbalanced-learn's _validate_estimator), with faiss searches inside.
+        smote = {
+            "sampling_strategy": kwargs.get("sampling_strategy", "auto"),
+            "random_state": kwargs.get("random_state"),
+        }
+        enn = {"sampling_strategy": "all", "n_jobs": kwargs.get("n_jobs")}
+        smote = SMOTE(**_faiss_counts("smote", smote, kwargs.get("n_jobs")))
+        enn = EditedNearestNeighbours(**_faiss_counts("edited_nearest_neighbours", enn, kwargs.get("n_jobs")))
+        return sampler_class, {**kwargs, "smote": smote, "enn": enn}
+    kwargs = _faiss_counts(method, kwargs, kwargs.get("n_jobs"))
+    return (_FaissAllKNN if method == "all_knn" else sampler_class), kwargs
+
+
+def _faiss_counts(method: str, kwargs: dict[str, Any], n_jobs: int | None) -> dict[str, Any]:
+    """``kwargs`` with each integer neighbour count of ``method`` (:data:`FAISS_RESAMPLERS`, the
+    default where absent) replaced by a faiss search of imbalanced-learn's size for it."""
+    from equipoise.core.neighbors import FaissNearestNeighbors
+
+    kwargs = dict(kwargs)
     for name, (default, extra) in FAISS_RESAMPLERS[method].items():
         count = kwargs.get(name, default)
         if isinstance(count, (int, np.integer)) and not isinstance(count, bool):
             kwargs[name] = FaissNearestNeighbors(int(count) + extra, n_jobs=n_jobs)
-    if method == "all_knn":
-        return _FaissAllKNN, kwargs
-    return sampler_class, kwargs
+    return kwargs
 
 
 class _FaissEditedNearestNeighbours(EditedNearestNeighbours):

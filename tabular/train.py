@@ -190,7 +190,9 @@ __all__ = [
     "FIT_CHECKPOINT_FORMAT",
     "RESAMPLING_METHODS",
     "TASKS",
+    "RESAMPLING_NEIGHBORS",
     "available_methods",
+    "default_method_options",
     "fit",
     "predict_logits",
     "predict_proba",
@@ -310,6 +312,12 @@ def available_methods() -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def default_method_options(method: str) -> dict[str, Any]:
+    """The options :func:`fit` gives ``method`` unless told otherwise: ``{"neighbors":
+    RESAMPLING_NEIGHBORS}`` for the resampling methods that search neighbours, else ``{}``."""
+    return {"neighbors": RESAMPLING_NEIGHBORS} if method in RESAMPLING_METHODS and method in FAISS_RESAMPLERS else {}
+
+
 def fit(
     method: str,
     X_train: Any,
@@ -404,8 +412,7 @@ def fit(
             run (its fingerprint differs).
     """
     trainer = METHODS.get(method)
-    if method in RESAMPLING_METHODS and method in FAISS_RESAMPLERS:
-        method_options = {"neighbors": RESAMPLING_NEIGHBORS, **method_options}
+    method_options = {**default_method_options(method), **method_options}
     _check_options(method, trainer, method_options)
     inputs, targets = _check_training_data(X_train, y_train, "X_train", "y_train")
     validation = None

@@ -188,13 +188,7 @@ def _load_done(path: Path, budget: dict[str, Any], dataset: str) -> dict[tuple[i
     recorded without one used scikit-learn's) than the method's current default
     (``equipoise.tabular.train``) is left out, so that changing a default re-runs that method.
     """
-    from equipoise.core.resampling import FAISS_RESAMPLERS
-    from equipoise.tabular.train import (
-        DEFAULT_LEARNING_RATES,
-        DEFAULT_WEIGHT_DECAY,
-        RESAMPLING_METHODS,
-        RESAMPLING_NEIGHBORS,
-    )
+    from equipoise.tabular.train import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAY, default_method_options
 
     done = {}
     if path.is_file():
@@ -211,8 +205,8 @@ def _load_done(path: Path, budget: dict[str, Any], dataset: str) -> dict[tuple[i
             }
             if any(key in record and record[key] != value for key, value in defaults.items()):
                 continue
-            searches = method in RESAMPLING_METHODS and method in FAISS_RESAMPLERS
-            if record.get("neighbors", "sklearn" if searches else None) != (RESAMPLING_NEIGHBORS if searches else None):
+            expected = default_method_options(method).get("neighbors")
+            if record.get("neighbors", "sklearn" if expected else None) != expected:
                 continue
             done[_key(record)] = record
     return done
