@@ -116,6 +116,11 @@ def test_n_jobs_sets_faiss_threads_for_the_search_only():
             "n_neighbors = 6, n_samples_fit = 5",
         ),
         (
+            lambda: FaissNearestNeighbors(n_neighbors=2, n_jobs=0).fit(_points(5)).kneighbors(_points(1)),
+            ValueError,
+            "n_jobs must be an integer >= 1, got 0",
+        ),
+        (
             lambda: FaissNearestNeighbors(n_neighbors=2).fit(_points(5)).kneighbors_graph(mode="weights"),
             ValueError,
             "mode must be 'connectivity' or 'distance', got 'weights'",
