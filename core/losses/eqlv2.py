@@ -54,6 +54,7 @@ Deliberate differences from the authors' code (``tztztztztz/eqlv2``,
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -139,9 +140,16 @@ def _weights(
     pos: torch.Tensor, neg: torch.Tensor, gamma: float, mu: float, alpha: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     has_neg = neg > 0
-    # A tiny neg (a denormal) overflows the ratio to inf, and gamma = 0 would then give 0 * inf = NaN.
-    ratio = (pos / torch.where(has_neg, neg, 1.0)).clamp_max(torch.finfo(pos.dtype).max)
-    neg_weight = torch.sigmoid(gamma * (ratio - mu))
+    safe_neg = torch.where(has_neg, neg, 1.0)
+    ratio = pos / safe_neg
+    if gamma > 0:
+        # A tiny neg (a denormal) overflows pos / neg to inf although gamma * pos / neg may be
+        # moderate (gamma tiny too): there it is computed as exp(log gamma + log pos - log neg).
+        in_logs = torch.exp(math.log(gamma) + torch.log(pos) - torch.log(safe_neg))
+        scaled = torch.where(torch.isinf(ratio), in_logs, gamma * ratio)
+    else:  # the mapping is constant; 0 * inf would be NaN
+        scaled = torch.zeros_like(ratio)
+    neg_weight = torch.sigmoid(scaled - gamma * mu)
     # neg == 0 < pos: g = inf, sigmoid(+inf) = 1 (0.5 for gamma = 0, whose mapping is constant).
     neg_weight = torch.where(has_neg, neg_weight, 1.0 if gamma > 0 else 0.5)
     # Nothing collected for the class yet: weights 1, as the reference's first iteration.

@@ -8,6 +8,7 @@ module collects, the gradient of the same loss taken separately with ``torch.aut
 
 import io
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -38,8 +39,9 @@ def _weights_oracle(pos_grad, neg_grad, gamma, mu, alpha):
             q = 1.0 if gamma > 0 else 0.5
         elif gamma == 0:  # the mapping is constant, even where pos / neg overflows to inf
             q = 0.5
-        else:
-            q = 1.0 / (1.0 + math.exp(-gamma * (pos / neg - mu)))
+        else:  # in exact rational arithmetic: pos / neg may overflow a float where gamma * pos / neg does not
+            z = Fraction(gamma) * (Fraction(pos) / Fraction(neg) - Fraction(mu))
+            q = 1.0 if z > 800 else 0.0 if z < -800 else 1.0 / (1.0 + math.exp(-float(z)))
         neg_weights.append(q)
         pos_weights.append(1.0 + alpha * (1.0 - q))
     return pos_weights, neg_weights
@@ -135,6 +137,7 @@ def test_weights_stay_finite_when_the_ratio_overflows():
 
 
 @example(pos=[0.0, 0.0, 0.0, 1.0], neg=[0.0, 0.0, 0.0, 2.225073858507e-311], gamma=0.0, mu=0.0, alpha=0.0)
+@example(pos=[0.0, 0.0, 4.0, 0.0], neg=[0.0, 0.0, 2**-1023, 0.0], gamma=2**-1023, mu=0.0, alpha=1.0)
 @settings(max_examples=60, deadline=None)
 @given(
     pos=st.lists(st.floats(0, 1e6), min_size=4, max_size=4),
