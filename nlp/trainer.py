@@ -380,6 +380,11 @@ class ImbalancedTrainer(transformers.Trainer):
 
 def _per_row_loss(loss_fn: nn.Module, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``(N,)`` loss of each row: the module with ``reduction="none"`` (summed over classes for binary targets)."""
+    if getattr(loss_fn, "batch_dice", False):
+        raise ValueError(
+            "sample weights weigh each row's loss, but loss_options['batch_dice']=True makes dice one value per "
+            "batch (a dice per class over all its rows): drop the sample weights or batch_dice"
+        )
     reduction = loss_fn.reduction
     loss_fn.reduction = "none"  # every core loss module keeps its reduction in this attribute
     try:

@@ -24,6 +24,22 @@ also multiplies the probability of the wrong class, which goes to 1, so that cla
 vanishes and the loss falls as the example gets more wrong. On a task where the rare class is
 pushed that far early on (two classes at 10:1), training can lock into the majority class;
 ``alpha = 0`` removes the sign change but not the vanishing pull.
+
+Set-level form (``batch_dice=True``). The paper's Table 1 also gives dice over the whole set,
+not per example ("DL": sums over the examples inside the ratio), and the authors' binary code,
+which their NER runs (start/end tagging in MRC form, the CoNLL-2003 93.33 of their Table 4) use,
+sums over every position of the batch. For each class ``c``, over the non-ignored rows ``i`` of
+the call:
+
+    DSC_c = (2 sum_i p'_ic y_ic + smooth) / (sum_i p'_ic ** 2 + sum_i y_ic ** 2 + smooth)
+    loss  = sum_c (1 - DSC_c)
+
+(``p'`` and ``y`` without squares when ``square_denominator=False``). Each class's term is one
+minus a soft F1 of that class over the batch, so a rare class weighs as much as "O" however few
+its tokens: an F1-oriented objective, unlike the per-token form, where a token's terms stay
+bounded by its own probabilities. There is no per-row loss: ``reduction="none"`` gives the
+``(C,)`` terms ``1 - DSC_c``, ``"sum"`` and ``"mean"`` both give their sum (the loss of the one
+set), and a call whose rows are all ignored gives 0.
 """
 
 from __future__ import annotations
@@ -53,6 +69,7 @@ def dice_loss(
     ignore_index: int = -100,
     reduction: str = "mean",
     validate_args: bool = True,
+    batch_dice: bool = False,
 ) -> torch.Tensor:
     """Self-adjusting multi-class dice loss (Li et al. 2020); see the module docstring.
 
@@ -65,7 +82,12 @@ def dice_loss(
         ignore_index: positions with this target contribute nothing; ``"mean"`` averages over
             the other positions (0 when none is left).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        batch_dice: one dice per class over all rows of the call (the paper's set-level "DL"
+            form, which the authors' NER code uses) instead of one per row; ``"none"`` then
+            gives the ``(C,)`` per-class terms and ``"mean"``/``"sum"`` their sum.
     """
+    if not isinstance(batch_dice, bool):
+        raise TypeError(f"batch_dice must be True or False, got {batch_dice!r}")
     if validate_args:
         check_logits(logits)
         check_class_targets(target, logits, ignore_index=ignore_index)
@@ -79,16 +101,25 @@ def dice_loss(
     p = log_p.exp()
     if alpha != 0:
         p = power(-torch.expm1(log_p), alpha) * p
+    mask = valid.to(x.dtype)
+    if batch_dice:
+        p, one_hot = p * mask[:, None], one_hot * mask[:, None]  # ignored rows: one_hot says class 0
+        intersection = (p * one_hot).sum(dim=0)
+        sizes = (p.square() + one_hot if square_denominator else p + one_hot).sum(dim=0)
+        per_class = 1.0 - (2.0 * intersection + smooth) / (sizes + smooth)
+        return per_class if reduction == "none" else per_class.sum()
     numerator = 2.0 * p * one_hot + smooth
     denominator = (p.square() + one_hot if square_denominator else p + one_hot) + smooth
     loss = (1.0 - numerator / denominator).sum(dim=1)
-    mask = valid.to(x.dtype)
     return reduce(loss * mask, reduction, denominator=mask.sum())
 
 
 @LOSSES.register("dice")
 class DiceLoss(nn.Module):
-    """Module form of :func:`dice_loss` (Li et al. 2020); defaults alpha=0.01, smooth=1, squared denominator."""
+    """Module form of :func:`dice_loss` (Li et al. 2020); defaults alpha=0.01, smooth=1, squared denominator.
+
+    ``batch_dice=True``: the set-level form (one dice per class over the rows of a call).
+    """
 
     functional = staticmethod(dice_loss)
     target_kind = "index"
@@ -101,8 +132,11 @@ class DiceLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
         validate_args: bool = True,
+        batch_dice: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(batch_dice, bool):
+            raise TypeError(f"batch_dice must be True or False, got {batch_dice!r}")
         check_reduction(reduction)
         check_non_negative(alpha, "alpha")
         check_positive(smooth, "smooth")
@@ -112,6 +146,7 @@ class DiceLoss(nn.Module):
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.validate_args = validate_args
+        self.batch_dice = batch_dice
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return dice_loss(
@@ -123,7 +158,9 @@ class DiceLoss(nn.Module):
             self.ignore_index,
             self.reduction,
             self.validate_args,
+            self.batch_dice,
         )
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, smooth={self.smooth}, square_denominator={self.square_denominator}"
+        extra = ", batch_dice=True" if self.batch_dice else ""
+        return f"alpha={self.alpha}, smooth={self.smooth}, square_denominator={self.square_denominator}{extra}"

@@ -234,3 +234,116 @@ def test_confidently_wrong_examples_lose_their_pull_and_alpha_pushes_them_furthe
     assert torch.all(plain > 0) and torch.all(plain < 2.5 * p)  # pulls back, but only in proportion to p
     (adjusted,) = torch.autograd.grad(dice_loss(logits, target, alpha=0.01, reduction="sum"), margins)
     assert torch.all(adjusted[:2] > 0) and torch.all(adjusted[2:] < 0)  # past p ~ 0.003: pushed further wrong
+
+
+# ---- the set-level form (batch_dice=True) -------------------------------------------------------
+
+
+def _batch_dice_oracle(logits, target, alpha, smooth, square_denominator, ignore_index=-100):
+    """Per-class 1 - DSC_c with the sums over the non-ignored rows, computed one class at a time."""
+    rows = [(row, y) for row, y in zip(logits.tolist(), target.tolist()) if y != ignore_index]
+    out = []
+    for c in range(logits.shape[1]):
+        intersection = size_p = size_y = 0.0
+        for row, y in rows:
+            total = sum(math.exp(v) for v in row)
+            p = math.exp(row[c]) / total
+            q = (1.0 - p) ** alpha * p
+            t = 1.0 if y == c else 0.0
+            intersection += q * t
+            size_p += q * q if square_denominator else q
+            size_y += t  # t * t == t for 0/1 labels
+        out.append(1.0 - (2.0 * intersection + smooth) / (size_p + size_y + smooth))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_batch_dice_hand_worked():
+    # Two rows, logits [0, 0] -> p = [.5, .5] on both; targets [0, 0]; alpha 0, smooth 1.
+    # squared: class 0: (2 * (.5 + .5) + 1) / ((.25 + .25) + (1 + 1) + 1) = 3 / 3.5 -> 1 - 6/7 = 1/7
+    #          class 1: (0 + 1) / ((.25 + .25) + 0 + 1) = 1 / 1.5              -> 1/3
+    #          loss = 1/7 + 1/3 = 10/21
+    # plain:   class 0: 3 / (1 + 2 + 1) = 3/4 -> 1/4;  class 1: 1 / (1 + 1) -> 1/2;  loss = 3/4
+    logits = torch.zeros(2, 2, dtype=torch.float64)
+    target = torch.tensor([0, 0])
+    assert dice_loss(logits, target, alpha=0.0, batch_dice=True).item() == pytest.approx(10 / 21, rel=1e-12)
+    none = dice_loss(logits, target, alpha=0.0, batch_dice=True, reduction="none")
+    torch.testing.assert_close(none, torch.tensor([1 / 7, 1 / 3], dtype=torch.float64), rtol=1e-12, atol=0)
+    plain = dice_loss(logits, target, alpha=0.0, square_denominator=False, batch_dice=True)
+    assert plain.item() == pytest.approx(3 / 4, rel=1e-12)
+    # Not the mean of the per-row losses (each row alone: 14/45, see test_dice_hand_worked).
+    assert dice_loss(logits, target, alpha=0.0).item() == pytest.approx(14 / 45, rel=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.01, 0.5])
+@pytest.mark.parametrize("smooth", [1.0, 0.1])
+@pytest.mark.parametrize("square_denominator", [True, False])
+@pytest.mark.parametrize("ignore_index", [-100, 3])
+def test_batch_dice_matches_python_loop(alpha, smooth, square_denominator, ignore_index):
+    logits, target = random_logits(12, 4, seed=3), random_targets(4, 12, seed=4)
+    target[[1, 5]] = ignore_index
+    kwargs = {"alpha": alpha, "smooth": smooth, "square_denominator": square_denominator}
+    expected = _batch_dice_oracle(logits, target, ignore_index=ignore_index, **kwargs)
+    kwargs.update(ignore_index=ignore_index, batch_dice=True)
+    got = dice_loss(logits, target, reduction="none", **kwargs)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    for reduction in ("mean", "sum"):
+        torch.testing.assert_close(
+            dice_loss(logits, target, reduction=reduction, **kwargs), expected.sum(), rtol=1e-10, atol=1e-12
+        )
+
+
+def test_batch_dice_of_one_row_is_the_per_row_loss():
+    logits, target = random_logits(1, 5, seed=5), torch.tensor([2])
+    torch.testing.assert_close(dice_loss(logits, target, batch_dice=True), dice_loss(logits, target))
+
+
+def test_batch_dice_ignores_row_order_and_ignored_rows():
+    logits, target = random_logits(9, 3, seed=6), random_targets(3, 9, seed=7)
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(0))
+    reference = dice_loss(logits, target, batch_dice=True)
+    torch.testing.assert_close(dice_loss(logits[order], target[order], batch_dice=True), reference)
+    padded = torch.cat([logits, 50 * torch.randn(4, 3, dtype=logits.dtype)]).requires_grad_(True)
+    loss = dice_loss(padded, torch.cat([target, torch.full((4,), -100)]), batch_dice=True)
+    torch.testing.assert_close(loss, reference)
+    loss.backward()
+    assert (padded.grad[9:] == 0).all()
+
+
+def test_batch_dice_all_ignored_is_zero_with_zero_gradient():
+    logits = torch.randn(3, 4, requires_grad=True)
+    loss = dice_loss(logits, torch.full((3,), -100), batch_dice=True)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert (logits.grad == 0).all()
+
+
+def test_batch_dice_rare_class_weighs_like_the_frequent_one():
+    # 99 rows of class 0 predicted right, 1 row of class 1 predicted as class 0. The per-row
+    # mean hardly sees the miss; the set-level loss keeps class 1's whole term (no true positive).
+    logits = torch.tensor([[6.0, -6.0]] * 100, dtype=torch.float64)
+    target = torch.tensor([0] * 99 + [1])
+    per_class = dice_loss(logits, target, alpha=0.0, smooth=1e-6, batch_dice=True, reduction="none")
+    assert per_class[1].item() == pytest.approx(1.0, abs=1e-4)
+    assert dice_loss(logits, target, alpha=0.0, smooth=1e-6).item() == pytest.approx(0.02, abs=1e-3)  # 2 / 100
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_batch_dice_finite_in_half_precision(dtype):
+    logits = (30 * random_logits(64, 9, seed=8)).to(dtype).requires_grad_(True)
+    loss = dice_loss(logits, random_targets(9, 64, seed=9), batch_dice=True)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_batch_dice_module_and_bad_flag():
+    logits, target = random_logits(7, 3, seed=10), random_targets(3, 7, seed=11)
+    module = DiceLoss(alpha=0.1, smooth=0.5, batch_dice=True, reduction="none")
+    torch.testing.assert_close(
+        module(logits, target), dice_loss(logits, target, 0.1, 0.5, reduction="none", batch_dice=True)
+    )
+    assert "batch_dice=True" in repr(module)
+    with pytest.raises(TypeError, match="batch_dice must be True or False, got 'yes'"):
+        dice_loss(logits, target, batch_dice="yes")
+    with pytest.raises(TypeError, match="batch_dice must be True or False, got 1"):
+        DiceLoss(batch_dice=1)

@@ -207,6 +207,38 @@ def test_dice_loss_by_hand_on_three_tokens(tmp_path):
     assert loss.item() == pytest.approx(sum(per_token) / 2, rel=1e-5)  # float32: 1 - ratio cancels digits
 
 
+def test_set_level_dice_sums_over_the_batch_tokens_by_hand(tmp_path):
+    # batch_dice: one dice per tag over the two kept tokens of the batch, the third (-100) left out.
+    trainer = ImbalancedTrainer(
+        model=tagger(), args=training_args(tmp_path), loss="dice", loss_options={"batch_dice": True}
+    )
+    logits = torch.tensor([[[2.0, -1.0, 0.5, 0.0, 0.3], [0.1, 0.2, 3.0, -2.0, 0.0], [9.0, -9.0, 9.0, 9.0, 9.0]]])
+    labels = torch.tensor([[0, 2, -100]])
+    adjusted = []
+    for row in logits[0, :2].tolist():
+        exps = [math.exp(z) for z in row]
+        adjusted.append([(1 - e / sum(exps)) ** 0.01 * (e / sum(exps)) for e in exps])
+    total = 0.0
+    for c in range(NUM_TAGS):
+        ys = [1.0 if target == c else 0.0 for target in (0, 2)]
+        intersection = sum(q[c] * y for q, y in zip(adjusted, ys))
+        sizes = sum(q[c] ** 2 for q in adjusted) + sum(ys)
+        total += 1 - (2 * intersection + 1) / (sizes + 1)
+    assert trainer.loss_from_logits(logits, labels).item() == pytest.approx(total, rel=1e-5)
+    assert trainer.loss_fn.batch_dice is True
+
+
+def test_set_level_dice_refuses_sample_weights(tmp_path):
+    batch = tagging_batch()
+    batch["sample_weight"] = torch.tensor([1.0, 3.0, 0.0, 0.5])
+    model = tagger()
+    trainer = ImbalancedTrainer(
+        model=model, args=training_args(tmp_path), loss="dice", loss_options={"batch_dice": True}
+    )
+    with pytest.raises(ValueError, match=r"loss_options\['batch_dice'\]=True makes dice one value per batch"):
+        trainer.compute_loss(model, batch)
+
+
 # ---- ignored positions ------------------------------------------------------------------------
 
 
