@@ -24,6 +24,8 @@ Losses (see ``equipoise.core.losses`` for the formulas and defaults):
 - self-adjusting dice (Li, Sun, Meng, Liang, Wu, Li. "Dice Loss for Data-imbalanced NLP
   Tasks", ACL 2020): ``loss="dice"``, paper defaults ``smooth = 1``, ``alpha = 0.01`` and the
   squared denominator ``p^2 + y^2``; their NER and MRC results are with BERT/RoBERTa tagging;
+  ``loss_options={"batch_dice": True}`` is the set-level form (one dice per class over the
+  non-ignored tokens or rows of each micro-batch; no per-row loss, so no sample weights);
 - focal loss (Lin, Goyal, Girshick, He, Dollar. "Focal Loss for Dense Object Detection", ICCV
   2017): ``loss="focal"`` (the softmax form, ``gamma = 2``);
 - class-balanced loss (Cui, Jia, Lin, Song, Belongie. "Class-Balanced Loss Based on Effective

@@ -216,8 +216,8 @@ def test_recipes_ship_inside_the_package():
     assert recipes_dir() == folder == ROOT / "nlp" / "recipes"
     assert available_recipes() == sorted(path.stem for path in folder.glob("*.yaml"))
     expected = {f"conll_roberta_{loss}" for loss in ("ce", "dice")}
-    expected |= {f"conll_minilm_{loss}" for loss in ("ce", "focal", "dice")}
-    expected |= {f"imdb_minilm_{loss}" for loss in ("ce", "reweight", "ldam_drw", "dice", "dice_plain")}
+    expected |= {f"conll_minilm_{loss}" for loss in ("ce", "focal", "dice", "dice_set")}
+    expected |= {f"imdb_minilm_{loss}" for loss in ("ce", "reweight", "ldam_drw", "dice", "dice_plain", "dice_set")}
     assert set(available_recipes()) == expected
 
 
@@ -250,9 +250,10 @@ def test_gpu_recipes_are_the_issue_setting_and_differ_only_in_the_loss():
 
 
 def test_cpu_recipes_share_their_budget():
-    conll = [load_nlp_train_config(f"conll_minilm_{loss}") for loss in ("ce", "focal", "dice")]
+    conll = [load_nlp_train_config(f"conll_minilm_{loss}") for loss in ("ce", "focal", "dice", "dice_set")]
     imdb = [
-        load_nlp_train_config(f"imdb_minilm_{loss}") for loss in ("ce", "reweight", "ldam_drw", "dice", "dice_plain")
+        load_nlp_train_config(f"imdb_minilm_{loss}")
+        for loss in ("ce", "reweight", "ldam_drw", "dice", "dice_plain", "dice_set")
     ]
     for group in (conll, imdb):
         budgets = {(c.base_model, c.epochs, c.max_train_examples, c.max_length, c.batch_size, c.lr) for c in group}
@@ -261,6 +262,9 @@ def test_cpu_recipes_share_their_budget():
     assert (ldam.loss, ldam.drw_epoch, ldam.drw_beta, ldam.negative_fraction) == ("ldam", 1, 0.9999, 0.1)
     assert imdb[1].sample_weights == "inverse_frequency"
     assert (imdb[3].loss_options["alpha"], imdb[4].loss_options["alpha"]) == (0.01, 0.0)
+    for per_row, set_level in ((conll[2], conll[3]), (imdb[3], imdb[5])):  # the DSC settings, summed over the batch
+        assert set_level.loss == per_row.loss == "dice"
+        assert set_level.loss_options == {**per_row.loss_options, "batch_dice": True}
 
 
 def test_overrides_merge_over_the_recipe_and_its_base():

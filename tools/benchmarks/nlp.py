@@ -1,9 +1,9 @@
 """NLP benchmarks: CoNLL-2003 tagging (CE vs focal vs dice) and the LDAM paper's imbalanced IMDB.
 
-    python tools/benchmarks/nlp.py conll    # MiniLM-L6 tagger, CE / focal / dice, test entity F1 (CPU budget)
-    python tools/benchmarks/nlp.py imdb     # MiniLM-L6, CE / re-weighting / LDAM-DRW / dice, Table 1 layout
+    python tools/benchmarks/nlp.py conll    # MiniLM-L6 tagger, CE / focal / dice / set-level dice, test entity F1
+    python tools/benchmarks/nlp.py imdb     # MiniLM-L6, CE / re-weighting / LDAM-DRW / dice forms, Table 1 layout
     python tools/benchmarks/nlp.py gpu      # the roberta-base recipes for a GPU, with the published numbers
-    python tools/benchmarks/nlp.py conll-lr # CE / focal / dice at lr 1e-4, 2e-4, 3e-4: chosen on the valid split
+    python tools/benchmarks/nlp.py conll-lr # each CoNLL loss at lr 1e-4, 2e-4, 3e-4: chosen on the valid split
     python tools/benchmarks/nlp.py conll-seeds  # each loss at its chosen rate over seeds 0, 1, 2: is the gap noise?
 
 Every run is a shipped recipe (``equipoise/nlp/recipes``, ``tools/train_nlp.py --list``) trained by
@@ -49,13 +49,14 @@ from typing import Any
 from equipoise.core.reporting import write_table
 
 BENCHMARKS = {
-    "conll": ["conll_minilm_ce", "conll_minilm_focal", "conll_minilm_dice"],
+    "conll": ["conll_minilm_ce", "conll_minilm_focal", "conll_minilm_dice", "conll_minilm_dice_set"],
     "imdb": [
         "imdb_minilm_ce",
         "imdb_minilm_reweight",
         "imdb_minilm_ldam_drw",
         "imdb_minilm_dice",
         "imdb_minilm_dice_plain",
+        "imdb_minilm_dice_set",
     ],
     "gpu": ["conll_roberta_ce", "conll_roberta_dice"],
 }
