@@ -163,11 +163,16 @@ def test_train_then_eval_scripts_agree(tmp_path):
     assert result.returncode == 2 and "checkpoint.pt" in result.stderr and "seed" in result.stderr
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("tabular_benchmark", ROOT / "tools" / "benchmarks" / "tabular.py")
+def _script(name: str):
+    """The module of ``tools/benchmarks/<name>.py`` (tools scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "tools" / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _benchmark():
+    return _script("tabular")
 
 
 def test_benchmark_summary_is_mean_and_standard_error():
@@ -227,9 +232,7 @@ def test_benchmark_runs_scores_and_resumes(tmp_path, monkeypatch):
 def test_rate_check_takes_the_largest_rate_whose_every_seed_keeps_the_threshold(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EQUIPOISE_DATA", str(SHARED))
     monkeypatch.setenv("EQUIPOISE_CACHE", str(tmp_path / "cache"))
-    spec = importlib.util.spec_from_file_location("tabular_rates", ROOT / "tools" / "benchmarks" / "tabular_rates.py")
-    rates = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rates)
+    rates = _script("tabular_rates")
     worst = {}  # oracle: the worst validation AUC-ROC over two seeds, one epoch, scored by scikit-learn
     for lr in rates.GRID:
         scores = []
@@ -271,3 +274,38 @@ def test_scripts_reject_bad_arguments_with_a_message(capsys):
     with pytest.raises(SystemExit):
         _benchmark().main(["--dataset", "loan", "--seeds", "1"])
     assert "--seeds must be at least 2" in capsys.readouterr().err
+
+
+@needs_loan
+def test_reference_models_choose_on_validation_and_score_the_test(tmp_path, monkeypatch, capsys):
+    from sklearn.linear_model import LogisticRegression
+
+    monkeypatch.setenv("EQUIPOISE_DATA", str(SHARED))
+    monkeypatch.setenv("EQUIPOISE_CACHE", str(tmp_path / "cache"))
+    reference = _script("tabular_reference")
+    network = {"rows": [{"method": "focal", "auroc": 0.6, "auroc_se": 0.01, "auprc": 0.3, "auprc_se": 0.02,
+                         "seeds": 5, "seconds_per_run": 6.0}, {"method": "l2rw", "seeds": 0}]}  # fmt: skip
+    (tmp_path / "loan.json").write_text(json.dumps(network))
+    arguments = ["--dataset", "loan", "--seeds", "2", "--models", "logistic_regression", "--output", str(tmp_path)]
+    assert reference.main(arguments) == 0
+    expected = []  # oracle: C by validation AUC-ROC, refitted on the training part, scored on the test part
+    for seed in (0, 1):
+        tuning = prepare("loan", seed=seed, val_size=0.2)
+        valid = {}
+        for c in (0.01, 0.1, 1.0, 10.0):
+            fitted = LogisticRegression(C=c, max_iter=5000).fit(tuning.X_train, tuning.y_train)
+            valid[c] = roc_auc_score(tuning.y_val, fitted.predict_proba(tuning.X_val)[:, 1])
+        split = prepare("loan", seed=seed)
+        best = max(valid, key=valid.get)
+        fitted = LogisticRegression(C=best, max_iter=5000).fit(split.X_train, split.y_train)
+        expected.append(roc_auc_score(split.y_test, fitted.predict_proba(split.X_test)[:, 1]))
+    payload = json.loads((tmp_path / "reference_loan.json").read_text())
+    rows = {row["model"]: row for row in payload["rows"]}
+    assert rows["logistic_regression"]["auroc"] == pytest.approx(np.mean(expected), abs=1e-4)
+    assert rows["logistic_regression"]["seeds"] == 2
+    assert rows["network: focal (tabular.py)"]["AUC-ROC"] == "0.600 ± 0.010"
+    assert "| logistic_regression |" in (tmp_path / "reference_loan.md").read_text()
+    for bad, message in [(["--seeds", "1"], "--seeds must be at least 2"), (["--jobs", "0"], "--jobs must be >= 1")]:
+        with pytest.raises(SystemExit):
+            reference.main(["--dataset", "loan", *bad])
+        assert message in capsys.readouterr().err
